@@ -1,0 +1,22 @@
+"""scoresde: score-based generative modelling with stochastic differential equations.
+
+Everything is a function of an :class:`SDE` object and a score function
+``score_fn(x, t) -> grad_x log p_t(x)`` (a :data:`ScoreFn`).
+"""
+
+from scoresde.datasets.gmm import GaussianMixture
+from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, ScoreFn, SubVPSDE, batch_broadcast
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "LinearSDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "ReverseSDE",
+    "ScoreFn",
+    "batch_broadcast",
+    "GaussianMixture",
+]
