@@ -278,10 +278,12 @@ class LinearSDE(SDE):
         super().__init__(N)
         if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
-        if not (isinstance(initial_std, (int, float)) and initial_std >= 0):
-            raise ValueError(f"initial_std must be a number >= 0, got {initial_std!r}")
-        if prior_std is not None and not (isinstance(prior_std, (int, float)) and prior_std > 0):
-            raise ValueError(f"prior_std must be a number > 0 or None, got {prior_std!r}")
+        if not (isinstance(initial_std, (int, float)) and 0 <= initial_std < math.inf):
+            raise ValueError(f"initial_std must be a finite number >= 0, got {initial_std!r}")
+        if prior_std is not None and not (
+            isinstance(prior_std, (int, float)) and 0 < prior_std < math.inf
+        ):
+            raise ValueError(f"prior_std must be a finite number > 0 or None, got {prior_std!r}")
         if not (isinstance(sampling_eps, (int, float)) and 0 < sampling_eps < T):
             raise ValueError(f"sampling_eps must lie in (0, T) = (0, {T}), got {sampling_eps!r}")
         self._T = float(T)
@@ -409,6 +411,7 @@ class LinearSDE(SDE):
 
 def _discrete_index(sde: SDE, t: Tensor) -> Tensor:
     """The reference's map from continuous time to a discrete step: ``floor(t (N - 1) / T)``."""
+    sde.check_time(t)  # t < 0 would index the tables from the end, t > T past it
     return (t * (sde.N - 1) / sde.T).long()
 
 
