@@ -5,6 +5,7 @@ Everything is a function of an :class:`SDE` object and a score function
 """
 
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, ScoreFn, SubVPSDE, batch_broadcast
 
 __version__ = "0.1.0"
@@ -19,4 +20,7 @@ __all__ = [
     "ScoreFn",
     "batch_broadcast",
     "GaussianMixture",
+    "log_likelihood",
+    "bits_per_dim",
+    "LikelihoodResult",
 ]
