@@ -30,6 +30,12 @@ from scoresde.sde import SDE, ScoreFn
 __all__ = ["GaussianMixture"]
 
 
+def _require_finite(name: str, value: Tensor) -> None:
+    bad = value[~value.isfinite()]
+    if bad.numel():
+        raise ValueError(f"{name} must be finite, got an entry {bad[0].item()}")
+
+
 class GaussianMixture:
     """A mixture of ``K`` Gaussians in ``d`` dimensions.
 
@@ -47,11 +53,21 @@ class GaussianMixture:
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        _require_finite("means", means)
         K, d = means.shape
         weights = torch.as_tensor(weights, dtype=torch.float64)
-        if weights.shape != (K,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum, got {weights.tolist()}")
+        if (
+            weights.shape != (K,)
+            or not bool(weights.isfinite().all())
+            or bool((weights < 0).any())
+            or float(weights.sum()) <= 0
+        ):
+            raise ValueError(
+                f"weights must be {K} finite non-negative numbers with a positive sum, "
+                f"got {weights.tolist()}"
+            )
         covs = torch.as_tensor(covs, dtype=torch.float64)
+        _require_finite("covs", covs)
         if covs.ndim == 0:
             covs = covs.expand(K)
         if covs.shape == (K,):
@@ -60,12 +76,16 @@ class GaussianMixture:
             eigvals, eigvecs = covs.clone(), None
         elif covs.shape == (K, d, d):
             if not torch.allclose(covs, covs.transpose(1, 2)):
-                raise ValueError("covs must be symmetric")
+                asym = float((covs - covs.transpose(1, 2)).abs().max())
+                raise ValueError(f"covs must be symmetric, got max |C - C^T| = {asym:.3g}")
             eigvals, eigvecs = torch.linalg.eigh(covs)
         else:
             raise ValueError(f"covs must have shape (K, d, d), (K, d), (K,) or (), got {tuple(covs.shape)}")
         if bool((eigvals <= 0).any()):
-            raise ValueError("covs must be positive definite")
+            raise ValueError(
+                "covs must be positive definite, "
+                f"got smallest eigenvalue {float(eigvals.min()):.3g}"
+            )
         self.weights = weights / weights.sum()
         self.means = means
         self.eigvals = eigvals  # (K, d)
@@ -98,13 +118,17 @@ class GaussianMixture:
         """``alpha(t)`` and ``sigma(t)`` per sample, shape ``(B,)``, read off ``sde.marginal_prob``."""
         B = x.shape[0]
         if sde is None:
+            if t is not None:
+                raise ValueError(f"t = {t!r} needs an sde to perturb the data, got sde=None")
             ones = torch.ones(B, dtype=torch.float64, device=x.device)
             return ones, torch.zeros_like(ones)
         if t is None:
             raise ValueError("t is required with sde")
-        t = torch.as_tensor(t, device=x.device).expand(B) if torch.as_tensor(t).ndim == 0 else t
+        # float64 before anything else: a Python float t must not be rounded to float32 first.
+        t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        t = t.expand(B) if t.ndim == 0 else t
         probe = torch.ones((B, 1), dtype=torch.float64, device=x.device)
-        alpha, sigma = sde.marginal_prob(probe, t.to(torch.float64))
+        alpha, sigma = sde.marginal_prob(probe, t)
         return alpha.reshape(B).to(torch.float64), sigma.to(torch.float64)
 
     def _terms(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
