@@ -1,0 +1,341 @@
+"""Checkpoints on disk: atomic writes, integrity checks, loading without executing code.
+
+A checkpoint directory holds every training checkpoint of a run as one sub-directory per step::
+
+    <directory>/
+        step_00001000/
+            model.safetensors   model state dict (parameters and buffers)
+            ema.safetensors     EMA model state dict (the weights to sample with)
+            optimizer.pt        optimizer state dict, read with torch.load(weights_only=True)
+            rng.safetensors     random-number-generator states as uint8 tensors
+            state.json          step, config, loss history, evaluations, loop state, and the
+                                size and SHA-256 of each file above
+        step_00002000/
+            ...
+
+Weights never go through pickle: tensors are stored with safetensors and the optimizer state with
+``torch.save``, read back with ``torch.load(weights_only=True)``, which builds only tensors and
+plain containers; the rest is JSON.
+
+A checkpoint is written into a temporary directory ``.tmp-*`` beside its final place, each file is
+fsynced, and the directory is then renamed into place with :func:`os.replace`, an atomic operation:
+a crash mid-write leaves a stray temporary directory (removed by the next save), never a partial
+``step_*`` directory. A ``step_*`` directory damaged later (truncated, edited, half copied) is
+detected by :func:`load_checkpoint` through the sizes and SHA-256 digests in ``state.json``.
+
+Saving never overwrites: a checkpoint for a step that already exists is refused. One process writes
+to a checkpoint directory at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+]
+
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"step_(\d+)")
+_TMP_PREFIX = ".tmp-"
+_STATE_FILE = "state.json"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or written: missing, incomplete, corrupt, or already there.
+
+    Attributes:
+        path: the file or directory at fault.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"checkpoint {self.path}: {reason}")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Everything needed to resume training, and to sample from the EMA weights.
+
+    Attributes:
+        step: number of optimizer updates done.
+        model: the model's state dict.
+        ema: the EMA model's state dict.
+        optimizer: the optimizer's state dict.
+        rng: random-number-generator states, name -> uint8 tensor (``torch.Generator.get_state()``).
+        config: the run's configuration, a JSON-able dict, or ``None``.
+        losses: the training loss of every update so far, ``losses[k - 1]`` for update ``k``.
+        evals: the periodic evaluations so far, each a dict with a ``"step"`` entry.
+        loop: the training loop's own JSON-able state (its hyper-parameters, EMA counters, ...).
+    """
+
+    step: int
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, Tensor]
+    config: dict[str, Any] | None = None
+    losses: list[float] = dataclasses.field(default_factory=list)
+    evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    loop: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
+    """The ``step_*`` checkpoint directories in ``directory``, oldest (smallest step) first.
+
+    Temporary directories of unfinished writes are not listed. A missing ``directory`` has none.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=_step_of)
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the largest step in ``directory``, or ``None`` when there is none.
+
+    Every ``step_*`` directory was complete when it was renamed into place; whether it is still
+    intact is checked by :func:`load_checkpoint`, which raises rather than fall back to an older
+    one.
+    """
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int | None = None
+) -> Path:
+    """Write ``checkpoint`` atomically to ``directory/step_<step>`` and keep the newest ``keep``.
+
+    Arguments:
+        directory: the checkpoint directory, created if missing.
+        checkpoint: what to write; ``config``, ``losses``, ``evals`` and ``loop`` must be JSON-able.
+        keep: how many checkpoints to keep, newest first (``None`` keeps all); older ones are
+            deleted after the new one is in place.
+
+    Returns:
+        The path of the new checkpoint directory.
+
+    Raises:
+        CheckpointError: a checkpoint for this step already exists (it is never overwritten).
+        ValueError: ``keep`` or ``checkpoint.step`` is invalid, or the JSON part is not JSON-able.
+    """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}")
+    step = checkpoint.step
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"checkpoint.step must be an integer >= 0, got {step!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step_{step:08d}"
+    if final.exists():
+        raise CheckpointError(final, "already exists; refusing to overwrite it")
+    _remove_stale_temporaries(directory)
+
+    payload = {
+        "model.safetensors": safetensors.torch.save(_cpu_copy(checkpoint.model)),
+        "ema.safetensors": safetensors.torch.save(_cpu_copy(checkpoint.ema)),
+        "optimizer.pt": _torch_bytes(checkpoint.optimizer),
+        "rng.safetensors": safetensors.torch.save(_cpu_copy(checkpoint.rng)),
+    }
+    state = {
+        "format": FORMAT_VERSION,
+        "step": step,
+        "config": checkpoint.config,
+        "losses": checkpoint.losses,
+        "evals": checkpoint.evals,
+        "loop": checkpoint.loop,
+        "files": {
+            name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in payload.items()
+        },
+    }
+    try:
+        state_bytes = json.dumps(state, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint config/losses/evals/loop must be JSON-able: {err}") from err
+    payload[_STATE_FILE] = state_bytes
+
+    tmp = _make_temporary(directory, final.name)
+    try:
+        for name, data in payload.items():
+            _write_synced(tmp / name, data)
+        _fsync_directory(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_directory(directory)
+    if keep is not None:
+        for old in list_checkpoints(directory)[:-keep]:
+            _remove_atomically(old)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and verify the checkpoint directory ``path``; nothing in it is executed or changed.
+
+    Every file listed in ``state.json`` must be present with the recorded size and SHA-256.
+    Tensors are returned on the CPU.
+
+    Raises:
+        CheckpointError: naming the file at fault and what is wrong with it (missing, wrong size,
+            digest mismatch, unreadable), when the checkpoint is incomplete or corrupt.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(path, "not a checkpoint directory (missing or not a directory)")
+    state = _read_state(path / _STATE_FILE)
+    if _STEP_DIR.fullmatch(path.name) and _step_of(path) != state["step"]:
+        raise CheckpointError(
+            path / _STATE_FILE, f"records step {state['step']} but the directory is {path.name}"
+        )
+    data = {name: _read_verified(path / name, entry) for name, entry in state["files"].items()}
+    return Checkpoint(
+        step=state["step"],
+        model=_read_tensors(path / "model.safetensors", data),
+        ema=_read_tensors(path / "ema.safetensors", data),
+        optimizer=_read_torch(path / "optimizer.pt", data),
+        rng=_read_tensors(path / "rng.safetensors", data),
+        config=state["config"],
+        losses=state["losses"],
+        evals=state["evals"],
+        loop=state["loop"],
+    )
+
+
+def _step_of(path: Path) -> int:
+    return int(_STEP_DIR.fullmatch(path.name).group(1))
+
+
+def _cpu_copy(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU copies: safetensors refuses views and tensors sharing memory."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename or new entry in ``path`` durable (POSIX; Windows cannot open directories)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_temporary(directory: Path, name: str) -> Path:
+    """A new, uniquely named temporary directory in ``directory`` (permissions from the umask)."""
+    tmp = directory / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _remove_atomically(path: Path) -> None:
+    """Delete a directory so it vanishes at once: rename it to a temporary name, then remove."""
+    trash = _make_temporary(path.parent, path.name)
+    os.replace(path, trash / path.name)
+    shutil.rmtree(trash)
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove what crashed writes and deletions left behind (single writer assumed)."""
+    for p in directory.iterdir():
+        if p.name.startswith(_TMP_PREFIX) and p.is_dir():
+            shutil.rmtree(p)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(path, "missing: the checkpoint is incomplete")
+    try:
+        state = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(path, f"not valid JSON ({err})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"expected a JSON object, got {type(state).__name__}")
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            path, f"format {state.get('format')!r} is not the supported format {FORMAT_VERSION}"
+        )
+    required = {"step", "config", "losses", "evals", "loop", "files"}
+    missing = sorted(required - state.keys())
+    if missing:
+        raise CheckpointError(path, f"missing entries {missing}")
+    expected_files = {"model.safetensors", "ema.safetensors", "optimizer.pt", "rng.safetensors"}
+    files = state["files"]
+    if not isinstance(files, dict) or set(files) != expected_files:
+        raise CheckpointError(path, f"'files' must list exactly {sorted(expected_files)}")
+    for name, entry in files.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise CheckpointError(path, f"'files' entry for {name} lacks its size or SHA-256")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int):
+        raise CheckpointError(path, f"step must be an integer, got {state['step']!r}")
+    return state
+
+
+def _read_verified(path: Path, entry: dict[str, Any]) -> bytes:
+    if not path.is_file():
+        raise CheckpointError(path, "missing: the checkpoint is incomplete")
+    data = path.read_bytes()
+    if len(data) != entry["bytes"]:
+        raise CheckpointError(
+            path, f"size is {len(data)} bytes, {entry['bytes']} were written (truncated or altered)"
+        )
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CheckpointError(path, "SHA-256 digest differs from the one written (corrupt)")
+    return data
+
+
+def _read_tensors(path: Path, data: dict[str, bytes]) -> dict[str, Tensor]:
+    try:
+        return safetensors.torch.load(data[path.name])
+    except Exception as err:  # safetensors raises its own error types for malformed files
+        raise CheckpointError(path, f"not a readable safetensors file ({err})") from err
+
+
+def _read_torch(path: Path, data: dict[str, bytes]) -> Any:
+    try:
+        return torch.load(io.BytesIO(data[path.name]), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many error types for malformed or unsafe data
+        raise CheckpointError(
+            path, f"not readable with torch.load(weights_only=True) ({err})"
+        ) from err
