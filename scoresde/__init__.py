@@ -4,9 +4,20 @@ Everything is a function of an :class:`SDE` object and a score function
 ``score_fn(x, t) -> grad_x log p_t(x)`` (a :data:`ScoreFn`).
 """
 
+from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
-from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, ScoreFn, SubVPSDE, batch_broadcast
+from scoresde.sde import (
+    SDE,
+    VESDE,
+    VPSDE,
+    LinearSDE,
+    ReverseSDE,
+    ScoreFn,
+    SubVPSDE,
+    batch_broadcast,
+)
+from scoresde.training import EMA, ConfigMismatchError, NonFiniteLossError, TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -23,4 +34,13 @@ __all__ = [
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",
+    "train",
+    "TrainResult",
+    "EMA",
+    "NonFiniteLossError",
+    "ConfigMismatchError",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "latest_checkpoint",
 ]
