@@ -13,9 +13,10 @@ A checkpoint directory holds every training checkpoint of a run as one sub-direc
         step_00002000/
             ...
 
-Weights never go through pickle: tensors are stored with safetensors and the optimizer state with
-``torch.save``, read back with ``torch.load(weights_only=True)``, which builds only tensors and
-plain containers; the rest is JSON.
+Loading executes no code from the files: tensors are stored with safetensors, the rest is JSON, and
+the optimizer state (nested dicts of tensors and numbers) is written with ``torch.save`` and read
+back with ``torch.load(weights_only=True)``, whose restricted unpickler builds only tensors and
+plain containers and refuses anything else.
 
 A checkpoint is written into a temporary directory ``.tmp-*`` beside its final place, each file is
 fsynced, and the directory is then renamed into place with :func:`os.replace`, an atomic operation:
