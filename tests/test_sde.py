@@ -1,0 +1,581 @@
+"""The SDEs of ``scoresde.sde`` against closed-form and independently computed truth.
+
+Every SDE here has a linear drift, ``dx = f(t) x dt + g(t) dw``, so its Gaussian kernel
+``N(alpha(t) x0, sigma(t)^2 I)`` solves the moment ODEs
+
+    alpha' = f alpha,              alpha(0) = 1
+    v'     = 2 f v + g^2,          v(0) = sigma_0^2   (v = sigma^2)
+
+which the tests solve with scipy from nothing but ``sde.sde``: they never read the formulas the
+library uses for ``marginal_prob``. The discrete models (DDPM, SMLD) are checked against their
+own exact chains and against the SDE in the limit of many steps.
+"""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+from scipy.stats import multivariate_normal
+from torch import Tensor
+from user_sde import TimeVaryingOU
+
+from scoresde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
+from scoresde.sde import unchecked_times
+
+F64 = torch.float64
+
+
+def user_f(c: float):
+    """A non-monotone drift coefficient ``f(t) = -c (1 + sin(2 pi t) / 2)``."""
+    return lambda t: -c * (1 + 0.5 * torch.sin(2 * math.pi * t))
+
+
+def user_g(d: float):
+    """A growing diffusion coefficient ``g(t) = d exp(t)``."""
+    return lambda t: d * torch.exp(t)
+
+
+def user_linear(c: float, d: float, initial_std: float) -> LinearSDE:
+    return LinearSDE(user_f(c), user_g(d), initial_std=initial_std)
+
+
+def initial_var(sde: SDE) -> float:
+    """``sigma_0^2``, the kernel's variance at ``t = 0``: ``sigma_min^2`` for VE (the reference's
+    kernel starts there), a LinearSDE's ``initial_std^2``, else 0."""
+    if hasattr(sde, "sigma_min"):
+        return sde.sigma_min**2
+    return getattr(sde, "initial_std", 0.0) ** 2
+
+
+# Hypothesis strategies over each SDE's parameters (valid ranges, ordered where required).
+SDE_STRATEGIES = {
+    "vp-linear": st.builds(
+        lambda lo, span: VPSDE(lo, lo + span), st.floats(0.01, 5.0), st.floats(0.01, 45.0)
+    ),
+    "vp-cosine": st.builds(lambda hi: VPSDE(0.01, hi, schedule="cosine"), st.floats(0.02, 200.0)),
+    "subvp": st.builds(
+        lambda lo, span: SubVPSDE(lo, lo + span), st.floats(0.01, 5.0), st.floats(0.01, 45.0)
+    ),
+    "ve": st.builds(
+        lambda lo, ratio: VESDE(lo, lo * ratio), st.floats(1e-3, 1.0), st.floats(1.5, 1e4)
+    ),
+    "linear-fg": st.builds(
+        user_linear, st.floats(0.0, 3.0), st.floats(0.1, 3.0), st.floats(0.0, 1.0)
+    ),
+    "user-ou": st.builds(
+        TimeVaryingOU, a=st.floats(0.1, 5.0), b=st.floats(0.0, 10.0), s=st.floats(0.1, 5.0)
+    ),
+}
+
+# One default instance per kind (with N steps), for the tests that are not about parameters.
+SDE_FACTORIES = {
+    "vp-linear": lambda N=1000: VPSDE(N=N),
+    "vp-cosine": lambda N=1000: VPSDE(N=N, schedule="cosine"),
+    "subvp": lambda N=1000: SubVPSDE(N=N),
+    "ve": lambda N=1000: VESDE(N=N),
+    "linear-fg": lambda N=1000: LinearSDE(user_f(1.5), user_g(1.0), initial_std=0.1, N=N),
+    "user-ou": lambda N=1000: TimeVaryingOU(N=N),
+}
+DEFAULT_SDES = {kind: factory() for kind, factory in SDE_FACTORIES.items()}
+KINDS = list(DEFAULT_SDES)
+DISCRETE_KINDS = ("vp-linear", "vp-cosine", "ve")  # the SDEs with an ancestral (DDPM/SMLD) step
+
+
+def coefficients(sde: SDE, t: float) -> tuple[float, float]:
+    """``f(t)`` and ``g(t)`` read off ``sde.sde`` (the drift at ``x = 1`` is ``f(t)``)."""
+    drift, diffusion = sde.sde(torch.ones(1, 1, dtype=F64), torch.tensor([t], dtype=F64))
+    return drift.item(), diffusion.item()
+
+
+def moment_ode(sde: SDE, ts: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``alpha(t)`` and ``sigma(t)^2`` at sorted times ``ts`` by solving the moment ODEs."""
+
+    def rhs(t, y):
+        f, g = coefficients(sde, t)
+        return [f * y[0], 2 * f * y[1] + g * g]
+
+    # Pure relative error control (atol ~ 0): the variance starts at 0 for most SDEs.
+    sol = solve_ivp(
+        rhs,
+        (0.0, ts[-1]),
+        [1.0, initial_var(sde)],
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-11,
+        atol=1e-30,
+    )
+    assert sol.success, sol.message
+    return sol.y[0], sol.y[1]
+
+
+# -- marginal_prob --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_marginal_prob_solves_the_moment_odes(kind, data):
+    sde = data.draw(SDE_STRATEGIES[kind], label="sde")
+    # The user SDE computes its variance as s^2 (1 - alpha^2), which cancels to ~1e-16 / t
+    # relative as t -> 0 (that is the user's formula, not the library's): t >= 1e-5 for it.
+    t_min = 1e-5 if kind == "user-ou" else 1e-8
+    times = st.lists(st.floats(t_min, 1.0), min_size=1, max_size=3)
+    ts = sorted(set(data.draw(times, label="t")))
+    alpha_ode, var_ode = moment_ode(sde, ts)
+    x0 = torch.ones(len(ts), 1, dtype=F64)
+    mean, std = sde.marginal_prob(x0, torch.tensor(ts, dtype=F64))
+    # The ODE is solved to rtol 1e-11 (measured agreement: <= 7e-11 relative; 1e-9 for the user
+    # SDE's variance at t ~ 1e-5, its own cancellation). 1e-8 leaves a margin of >= 10 over that
+    # and still catches any formula error, e.g. cancellation in a closed form at small t.
+    np.testing.assert_allclose(mean[:, 0].numpy(), alpha_ode, rtol=1e-8)
+    np.testing.assert_allclose(std.numpy() ** 2, var_ode, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "sde, initial_std",
+    [
+        (VPSDE(0.1, 20.0), 0.0),
+        (VPSDE(0.5, 8.0), 0.0),
+        (SubVPSDE(0.1, 20.0), 0.0),
+        (SubVPSDE(0.01, 50.0), 0.0),
+        (VPSDE(0.1, 20.0, schedule="cosine"), 0.0),
+        (VESDE(0.01, 50.0), 0.01),
+        (VESDE(0.1, 1000.0), 0.1),
+    ],
+    ids=repr,
+)
+def test_linear_sde_from_f_g_reproduces_the_closed_forms(sde, initial_std):
+    lin = LinearSDE(sde.f, sde.g, initial_std=initial_std)
+    t = torch.cat([torch.logspace(-8, -1, 50, dtype=F64), torch.linspace(0.1, 1.0, 500, dtype=F64)])
+    # Measured: ~1e-15 relative for the smooth schedules (quadrature at machine precision), and
+    # 1.2e-7 (alpha) / 5e-10 (sigma) for the cosine schedule, whose beta has a kink at t_c
+    # between grid points (O(h^2) there). Asserted: 1e-12 smooth, 1e-6 cosine.
+    rtol = 1e-6 if getattr(sde, "schedule", "") == "cosine" else 1e-12
+    torch.testing.assert_close(lin.mean_coeff(t), sde.mean_coeff(t), rtol=rtol, atol=0)
+    torch.testing.assert_close(lin.marginal_std(t), sde.marginal_std(t), rtol=rtol, atol=0)
+    assert lin.prior_std == pytest.approx(float(sde.marginal_std(torch.tensor([1.0], dtype=F64))))
+
+
+# -- the cosine schedule ------------------------------------------------------------------------
+
+
+def nichol_dhariwal_alpha_bar(t: np.ndarray, s: float = 0.008) -> np.ndarray:
+    """``alpha_bar(t) = cos^2(pi/2 (t + s)/(1 + s)) / cos^2(pi/2 s/(1 + s))`` (their eq. 17)."""
+    return np.cos(0.5 * np.pi * (t + s) / (1 + s)) ** 2 / np.cos(0.5 * np.pi * s / (1 + s)) ** 2
+
+
+@pytest.mark.parametrize("beta_max", [1.0, 20.0, 200.0])
+def test_cosine_schedule_is_nichol_dhariwal_clipped_at_beta_max(beta_max):
+    sde = VPSDE(0.01, beta_max, schedule="cosine")
+    # beta(t) = d/dt -log alpha_bar = pi/(1+s) tan(u(t)), u(t) = pi/2 (t + s)/(1 + s), reaches
+    # beta_max at t_c.
+    s, a = 0.008, math.pi / 2 / 1.008
+    t_c = min((math.atan(beta_max / (2 * a)) - a * s) / a, 1.0)
+    t = np.linspace(0.0, 1.0, 10_001)
+    below = t[t < t_c]
+    alpha = sde.mean_coeff(torch.tensor(below, dtype=F64)).numpy()
+    # Same formula evaluated two ways in float64: only rounding (< 1e-13 relative) separates them.
+    np.testing.assert_allclose(alpha**2, nichol_dhariwal_alpha_bar(below), rtol=1e-12)
+    beta = sde.beta(torch.tensor(t, dtype=F64)).numpy()
+    assert beta.max() <= beta_max * (1 + 1e-12)
+    np.testing.assert_array_equal(beta[t > t_c], beta_max)
+    # Continuity at the clip time: beta'(t) <= 2 a^2 + beta^2 / 2, so 1e-9 below t_c the jump is
+    # below ~1e-5 of beta_max.
+    left = sde.beta(torch.tensor([t_c - 1e-9], dtype=F64)).item()
+    assert left == pytest.approx(beta_max, rel=1e-5)
+    # The drift the SDE reports is -beta/2, its diffusion sqrt(beta).
+    f, g = coefficients(sde, 0.5)
+    b = sde.beta(torch.tensor([0.5], dtype=F64)).item()
+    assert (f, g) == pytest.approx((-0.5 * b, math.sqrt(b)), rel=1e-14)
+
+
+def test_cosine_discrete_betas_are_clipped_at_0999():
+    sde = VPSDE(0.1, 1e4, N=10, schedule="cosine")
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    alpha_bar = sde.mean_coeff(t) ** 2
+    unclipped = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    assert unclipped.max() > 0.999  # the clip is exercised
+    expected = unclipped.clamp(max=0.999).float()
+    torch.testing.assert_close(sde.discrete_betas, expected, rtol=1e-6, atol=0)  # float32 table
+    assert sde.discrete_betas.max().item() == pytest.approx(0.999, rel=1e-7)
+
+
+def test_cosine_with_beta_max_below_beta0_is_constant_beta():
+    # beta(0) of the cosine schedule is ~0.039; below it beta is clipped everywhere: t_c = 0.
+    sde = VPSDE(0.001, 0.02, schedule="cosine")
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    torch.testing.assert_close(sde.mean_coeff(t), torch.exp(-0.01 * t), rtol=1e-14, atol=0)
+    torch.testing.assert_close(sde.beta(t), torch.full_like(t, 0.02), rtol=0, atol=0)
+
+
+# -- discretisations ----------------------------------------------------------------------------
+
+
+def per_step_rates(sde: SDE, t: float) -> tuple[float, float]:
+    """``f_i / dt`` (per unit ``x``) and ``G_i^2 / dt`` of ``sde.discretize`` at ``t``."""
+    dt = sde.T / sde.N
+    f_i, G_i = sde.discretize(torch.ones(1, 1, dtype=F64), torch.tensor([t], dtype=F64))
+    return f_i.item() / dt, G_i.item() ** 2 / dt
+
+
+@pytest.mark.parametrize("kind", ["subvp", "linear-fg", "user-ou"])
+@pytest.mark.parametrize("N", [1, 7, 1000])
+def test_euler_maruyama_discretisation_is_the_sde_times_dt(kind, N):
+    sde = SDE_FACTORIES[kind](N)
+    for t in (0.0, 0.123, 0.5, 1.0):
+        f, g = coefficients(sde, t)
+        # f_i = f dt and G_i = g sqrt(dt) exactly: zero error at every N, up to rounding.
+        assert per_step_rates(sde, t) == pytest.approx((f, g * g), rel=1e-13, abs=0)
+
+
+def grid_time(N: int, s: float) -> float:
+    """A time just above the discrete grid point ``i / (N - 1)`` nearest ``s`` (index exactly i)."""
+    return (round(s * (N - 1)) + 1e-6) / (N - 1)
+
+
+@pytest.mark.parametrize("s", [0.3, 0.8])
+def test_ddpm_discretisation_converges_at_first_order(s):
+    sde0 = VPSDE(0.1, 20.0)
+    errors = {}
+    for N in (1_000, 10_000):
+        sde = VPSDE(0.1, 20.0, N=N)
+        t = grid_time(N, s)
+        beta = sde0.beta(torch.tensor(t, dtype=F64)).item()
+        drift_rate, var_rate = per_step_rates(sde, t)
+        # At grid times N beta_i = beta(t) (up to the 1e-6 offset and float32 tables, ~1e-7).
+        assert var_rate == pytest.approx(beta, rel=1e-6)
+        # N (sqrt(1 - beta/N) - 1) = -beta/2 - beta^2/(8N) - O(beta^3/N^2): first order, with
+        # this leading constant; the next term is beta/(2N) <= 1% of it at N >= 1000.
+        errors[N] = drift_rate - (-0.5 * beta)
+        assert N * errors[N] == pytest.approx(-(beta**2) / 8, rel=0.01)
+    assert math.log10(errors[1_000] / errors[10_000]) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("s", [0.3, 0.8])
+def test_smld_discretisation_converges_at_first_order(s):
+    # L = log(sigma_max/sigma_min); g^2 = 2 L sigma(t)^2. With h = 1/(N-1) and dt = 1/N,
+    # N (sigma(t)^2 - sigma(t-h)^2) / g^2 = 1 + (1 - L)/N + O(L^2/N^2).
+    sigma_min, sigma_max = 0.1, 10.0
+    L = math.log(sigma_max / sigma_min)
+    for N in (1_000, 3_000):
+        sde = VESDE(sigma_min, sigma_max, N=N)
+        t = grid_time(N, s)
+        drift_rate, var_rate = per_step_rates(sde, t)
+        assert drift_rate == 0.0
+        _, g = coefficients(sde, t)
+        rel_err = var_rate / g**2 - 1
+        # Remainder O(L^2/N) ~ 2% of (1 - L) at N = 1000; float32 tables add ~N 1e-7 / L.
+        assert N * rel_err == pytest.approx(1 - L, rel=0.05)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_ddpm_discretisation_converges_off_grid(schedule):
+    # Off the grid, the index floor(t (N-1)) lags t by < 1/(N-1) (and the cosine betas live on
+    # the grid i/N, another 1/N): |N beta_i - beta(t)| <= 2 max|beta'| / (N - 1) + beta^2 / N.
+    # For the cosine schedule max|beta'| = 2 a^2 + beta_max^2 / 2 (a = pi / 2 / 1.008).
+    sde0 = VPSDE(0.1, 20.0, schedule=schedule)
+    a = math.pi / 2 / 1.008
+    slope = 19.9 if schedule == "linear" else 2 * a**2 + 20.0**2 / 2
+    for N in (100, 1_000, 10_000, 100_000):
+        sde = VPSDE(0.1, 20.0, N=N, schedule=schedule)
+        for t in (0.1234, 0.5, 0.98765):
+            beta = sde0.beta(torch.tensor(t, dtype=F64)).item()
+            drift_rate, var_rate = per_step_rates(sde, t)
+            bound = (2 * slope + beta**2) / (N - 1)
+            assert abs(var_rate - beta) <= bound
+            assert abs(drift_rate + 0.5 * beta) <= bound
+
+
+def step_time(N: int, i: int) -> float:
+    """A time in the middle of discrete step ``i``: ``floor(t (N - 1)) = i``."""
+    return min((i + 0.5) / (N - 1), 1.0)
+
+
+def forward_chain_moments(sde: SDE, steps: int) -> tuple[Tensor, Tensor]:
+    """Mean coefficient and variance of ``x_steps`` of the chain ``x_{i+1} = x_i + f_i + G_i z``
+    started at ``x_0 = 1`` (exact: the chain is linear-Gaussian), in float64."""
+    m, v = torch.ones(1, 1, dtype=F64), torch.zeros(1, dtype=F64)
+    for i in range(steps):
+        t = torch.tensor([step_time(sde.N, i)], dtype=F64)
+        f_i, G_i = sde.discretize(torch.ones(1, 1, dtype=F64), t)
+        scale = 1 + f_i[0, 0]  # f_i is linear in x: x + f_i(x) = scale x
+        m, v = scale * m, scale**2 * v + G_i**2
+    return m[0, 0], v[0]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_ddpm_chain_marginal_is_sqrt_alpha_bar_scaled_data(schedule):
+    sde = VPSDE(0.1, 20.0, N=50, schedule=schedule)
+    alpha_bar64 = torch.cumprod(1 - sde.discrete_betas.double(), 0)
+    # The stored float32 table agrees with the float64 product to N float32 roundings.
+    torch.testing.assert_close(sde.alphas_cumprod.double(), alpha_bar64, rtol=50 * 6e-8, atol=0)
+    for i in (1, 2, 25, 50):
+        m, v = forward_chain_moments(sde, i)
+        # Exact algebra in float64: only rounding separates the chain from the closed form.
+        torch.testing.assert_close(m, alpha_bar64[i - 1].sqrt(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(v, 1 - alpha_bar64[i - 1], rtol=1e-12, atol=0)
+        # The exposed float32 tables: 1 - alpha_bar >= beta_0 = 2e-3 loses up to 6e-8 / 2e-3
+        # relative in float32, i.e. 1.5e-5 on its square root.
+        assert m.item() == pytest.approx(sde.sqrt_alphas_cumprod[i - 1].item(), rel=1e-6)
+        assert v.sqrt().item() == pytest.approx(sde.sqrt_1m_alphas_cumprod[i - 1].item(), rel=3e-5)
+
+
+def test_smld_chain_marginal_variance_is_sigma_i_squared():
+    sde = VESDE(0.01, 50.0, N=50)
+    for i in (1, 2, 25, 50):
+        m, v = forward_chain_moments(sde, i)
+        assert m.item() == 1.0
+        # The first step adds sigma_0^2 (the kernel's initial noise), then the increments
+        # telescope; float32 sigmas squared and differenced: ~1e-7 relative.
+        torch.testing.assert_close(v.float(), sde.discrete_sigmas[i - 1] ** 2, rtol=1e-6, atol=0)
+
+
+# -- priors ---------------------------------------------------------------------------------------
+
+
+def expected_prior_std(kind: str, sde: SDE) -> float:
+    """Each SDE's prior std from its definition."""
+    if kind == "ve":
+        return sde.sigma_max
+    if kind == "user-ou":
+        return sde.s
+    if kind == "linear-fg":  # a LinearSDE's default prior: the kernel's std at T (moment ODE)
+        return math.sqrt(moment_ode(sde, [sde.T])[1][0])
+    return 1.0  # VP, cosine VP, sub-VP
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prior_logp_is_the_gaussian_density(kind):
+    sde = DEFAULT_SDES[kind]
+    std = expected_prior_std(kind, sde)
+    g = torch.Generator().manual_seed(0)
+    z = std * torch.randn(16, 3, generator=g, dtype=F64)
+    direct = multivariate_normal(np.zeros(3), std**2 * np.eye(3)).logpdf(z.numpy())
+    # The LinearSDE's prior std (quadrature) vs the moment ODE's: ~1e-11 apart; others exact.
+    np.testing.assert_allclose(sde.prior_logp(z).numpy(), direct, rtol=1e-8)
+    # Image-shaped input: the log-density sums over every non-batch dimension.
+    z_img = std * torch.randn(5, 2, 3, 4, generator=g, dtype=F64)
+    direct = multivariate_normal(np.zeros(24), std**2 * np.eye(24)).logpdf(z_img.flatten(1).numpy())
+    np.testing.assert_allclose(sde.prior_logp(z_img).numpy(), direct, rtol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prior_sampling_has_the_prior_moments(kind):
+    sde = DEFAULT_SDES[kind]
+    std = expected_prior_std(kind, sde)
+    n = 40_000
+    z = sde.prior_sampling((n, 2), torch.Generator().manual_seed(1), dtype=F64)
+    assert z.shape == (n, 2) and z.dtype == F64
+    # Mean: standard error std / sqrt(n); variance: std^2 sqrt(2 / n). Within 5 standard errors
+    # (false-alarm chance ~6e-7 per entry; the seed is fixed).
+    assert z.mean(0).abs().max() <= 5 * std / math.sqrt(n)
+    assert (z.var(0) / std**2 - 1).abs().max() <= 5 * math.sqrt(2 / n)
+    # Same generator state, same samples; float32 on request.
+    z2 = sde.prior_sampling((n, 2), torch.Generator().manual_seed(1), dtype=F64)
+    assert torch.equal(z, z2)
+    assert sde.prior_sampling((3, 1, 2, 2)).dtype == torch.float32
+
+
+# -- reverse ------------------------------------------------------------------------------------
+
+
+def toy_score(x: Tensor, t: Tensor) -> Tensor:
+    """Any smooth function of (x, t) will do: reverse() must use it exactly as given."""
+    return -x * (1 + t.reshape(-1, *[1] * (x.ndim - 1))) + torch.sin(x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reverse_drift_and_diffusion(kind):
+    sde = DEFAULT_SDES[kind]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, generator=g, dtype=F64)
+    t = torch.rand(6, generator=g, dtype=F64)
+    drift, diffusion = sde.sde(x, t)
+    score = toy_score(x, t)
+    g2 = diffusion[:, None] ** 2
+    rev_drift, rev_diffusion = sde.reverse(toy_score).sde(x, t)
+    torch.testing.assert_close(rev_drift, drift - g2 * score, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(rev_diffusion, diffusion, rtol=0, atol=0)
+    flow_drift, flow_diffusion = sde.reverse(toy_score, probability_flow=True).sde(x, t)
+    torch.testing.assert_close(flow_drift, drift - 0.5 * g2 * score, rtol=1e-14, atol=1e-14)
+    assert torch.equal(flow_diffusion, torch.zeros_like(diffusion))
+    # The reversed discretisation: rev_f = f_i - c G_i^2 s, rev_G = G_i (0 for the flow).
+    f_i, G_i = sde.discretize(x, t)
+    rf, rG = sde.reverse(toy_score).discretize(x, t)
+    torch.testing.assert_close(rf, f_i - G_i[:, None] ** 2 * score, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(rG, G_i, rtol=0, atol=0)
+    ff, fG = sde.reverse(toy_score, probability_flow=True).discretize(x, t)
+    torch.testing.assert_close(ff, f_i - 0.5 * G_i[:, None] ** 2 * score, rtol=1e-14, atol=1e-14)
+    assert torch.equal(fG, torch.zeros_like(G_i))
+    rev = sde.reverse(toy_score)
+    assert (rev.T, rev.N) == (sde.T, sde.N)
+
+
+# -- shapes and dtypes ----------------------------------------------------------------------------
+
+
+def everything(kind: str, sde: SDE, x: Tensor, t: Tensor) -> list[Tensor]:
+    """Every per-element output of the protocol, for shape and dtype comparisons."""
+    out = [*sde.sde(x, t), *sde.marginal_prob(x, t), *sde.discretize(x, t), sde.prior_logp(x)]
+    out += [*sde.reverse(toy_score).sde(x, t), *sde.reverse(toy_score, True).discretize(x, t)]
+    if kind in DISCRETE_KINDS:
+        out += [*sde.ancestral_step(x, t, toy_score(x, t))]
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_points_and_images_share_every_code_path(kind):
+    sde = DEFAULT_SDES[kind]
+    g = torch.Generator().manual_seed(3)
+    x_img = torch.randn(4, 2, 3, 5, generator=g, dtype=F64)
+    t = torch.tensor([0.0, 0.01, 0.5, 1.0], dtype=F64)
+    images = everything(kind, sde, x_img, t)
+    points = everything(kind, sde, x_img.flatten(1), t)
+    for a, b in zip(images, points, strict=True):
+        assert a.shape[0] == 4 and a.shape[1:] in ((), x_img.shape[1:])
+        # Elementwise maths on the same numbers: identical up to summation order (prior_logp).
+        torch.testing.assert_close(a.reshape(b.shape), b, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_and_float64_keep_dtype_and_agree(kind):
+    sde = DEFAULT_SDES[kind]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 3, generator=g, dtype=F64)
+    t = torch.tensor([1e-5, 1e-3, 0.3, 0.9, 1.0], dtype=F64)
+    out64 = everything(kind, sde, x, t)
+    out32 = everything(kind, sde, x.float(), t.float())
+    for a64, a32 in zip(out64, out32, strict=True):
+        assert a64.dtype == F64 and a32.dtype == torch.float32
+        # float32 keeps ~1e-7 relative per operation, a few dozen operations deep: 2e-5 relative
+        # (absolute 1e-5 for entries that cancel to ~0, e.g. reverse drifts).
+        torch.testing.assert_close(a32.double(), a64, rtol=2e-5, atol=1e-5)
+
+
+# -- ancestral sampling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_vp_ancestral_step_is_the_ddpm_posterior(schedule):
+    # DDPM (Ho et al. 2020, eq. 7): q(x_{i-1} | x_i, x0) has mean
+    #   sqrt(ab_{i-1}) beta_i / (1 - ab_i) x0 + sqrt(a_i) (1 - ab_{i-1}) / (1 - ab_i) x_i
+    # with x0 predicted by Tweedie: x0 = (x_i + (1 - ab_i) s) / sqrt(ab_i); std sqrt(beta_i).
+    sde = VPSDE(0.1, 20.0, N=100, schedule=schedule)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 3, generator=gen, dtype=F64)
+    score = torch.randn(4, 3, generator=gen, dtype=F64)
+    betas = sde.discrete_betas.double()
+    ab = torch.cumprod(1 - betas, 0)
+    for i in (0, 1, 50, 99):
+        t = torch.full((4,), step_time(sde.N, i), dtype=F64)
+        x_mean, std = sde.ancestral_step(x, t, score)
+        ab_prev = ab[i - 1] if i > 0 else torch.tensor(1.0, dtype=F64)
+        x0 = (x + (1 - ab[i]) * score) / ab[i].sqrt()
+        mu = (
+            ab_prev.sqrt() * betas[i] / (1 - ab[i]) * x0
+            + (1 - betas[i]).sqrt() * (1 - ab_prev) / (1 - ab[i]) * x
+        )
+        torch.testing.assert_close(x_mean, mu, rtol=1e-10, atol=1e-12)  # float64 algebra
+        torch.testing.assert_close(std, betas[i].sqrt().expand(4), rtol=1e-15, atol=0)
+
+
+def test_ve_ancestral_step_is_the_smld_posterior():
+    # x_{i-1} = x0 + sigma_{i-1} z, x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z': the
+    # posterior of x_{i-1} given (x_i, x0) is N(x0 + r (x_i - x0), sigma_{i-1}^2 (1 - r)) with
+    # r = sigma_{i-1}^2 / sigma_i^2, and Tweedie gives x0 = x_i + sigma_i^2 s.
+    sde = VESDE(0.01, 50.0, N=100)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 3, generator=gen, dtype=F64)
+    score = torch.randn(4, 3, generator=gen, dtype=F64)
+    sigmas = sde.discrete_sigmas.double()
+    for i in (0, 1, 50, 99):
+        t = torch.full((4,), step_time(sde.N, i), dtype=F64)
+        x_mean, std = sde.ancestral_step(x, t, score)
+        prev = sigmas[i - 1] if i > 0 else torch.tensor(0.0, dtype=F64)
+        r = prev**2 / sigmas[i] ** 2
+        x0 = x + sigmas[i] ** 2 * score
+        torch.testing.assert_close(x_mean, x0 + r * (x - x0), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(std, (prev**2 * (1 - r)).sqrt().expand(4), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["subvp", "linear-fg", "user-ou"])
+def test_ancestral_step_without_a_discrete_model_raises(kind):
+    sde = DEFAULT_SDES[kind]
+    x = torch.ones(2, 2)
+    with pytest.raises(NotImplementedError, match=type(sde).__name__):
+        sde.ancestral_step(x, torch.full((2,), 0.5), x)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+FG = {"f": user_f(1.0), "g": user_g(1.0)}  # valid coefficients for LinearSDE
+
+BAD_PARAMETERS = [
+    # (constructor, kwargs, parameter name, bad value as printed, what is allowed)
+    (VPSDE, {"beta_min": -0.1}, "beta_min", "-0.1", "> 0"),
+    (VPSDE, {"beta_min": 0.0}, "beta_min", "0.0", "> 0"),
+    (VPSDE, {"beta_max": NAN}, "beta_max", "nan", "finite"),
+    (VPSDE, {"beta_max": INF}, "beta_max", "inf", "finite"),
+    (VPSDE, {"beta_min": 5.0, "beta_max": 1.0}, "beta_min", "beta_min=5.0", "< beta_max"),
+    (VPSDE, {"N": 0}, "N", "0", ">= 1"),
+    (VPSDE, {"N": -3}, "N", "-3", ">= 1"),
+    (VPSDE, {"N": 10.5}, "N", "10.5", "integer"),
+    (VPSDE, {"N": "1000"}, "N", "'1000'", "integer"),
+    (VPSDE, {"schedule": "quadratic"}, "schedule", "'quadratic'", "'linear', 'cosine'"),
+    (SubVPSDE, {"beta_min": 2.0, "beta_max": 2.0}, "beta_min", "beta_max=2.0", "< beta_max"),
+    (SubVPSDE, {"N": 0}, "N", "0", ">= 1"),
+    (VESDE, {"sigma_min": -0.01}, "sigma_min", "-0.01", "> 0"),
+    (VESDE, {"sigma_min": 0}, "sigma_min", "0", "> 0"),
+    (VESDE, {"sigma_max": INF}, "sigma_max", "inf", "finite"),
+    (VESDE, {"sigma_min": 50.0, "sigma_max": 0.01}, "sigma_min", "sigma_max=0.01", "< sigma_max"),
+    (VESDE, {"N": 2.0}, "N", "2.0", "integer"),
+    (LinearSDE, {**FG, "T": -1.0}, "T", "-1.0", "> 0"),
+    (LinearSDE, {**FG, "T": NAN}, "T", "nan", "finite"),
+    (LinearSDE, {**FG, "initial_std": -1.0}, "initial_std", "-1.0", ">= 0"),
+    (LinearSDE, {**FG, "initial_std": INF}, "initial_std", "inf", "finite"),
+    (LinearSDE, {**FG, "prior_std": 0.0}, "prior_std", "0.0", "> 0"),
+    (LinearSDE, {**FG, "sampling_eps": 0.0}, "sampling_eps", "0.0", "(0, T)"),
+    (LinearSDE, {**FG, "grid_size": 0}, "grid_size", "0", ">= 1"),
+    (LinearSDE, {"f": user_f(1.0)}, "LinearSDE", "f and g", "both"),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, name, value, allowed",
+    BAD_PARAMETERS,
+    ids=[f"{row[0].__name__}-{row[2]}-{row[3]}" for row in BAD_PARAMETERS],
+)
+def test_bad_parameters_raise_naming_parameter_value_and_allowed(cls, kwargs, name, value, allowed):
+    with pytest.raises(ValueError) as info:
+        cls(**kwargs)
+    message = str(info.value)
+    assert message.startswith(name), message  # the message opens with the parameter's name
+    for part in (value, allowed):
+        assert part in message, f"{part!r} missing from {message!r}"
+
+
+@pytest.mark.parametrize("kind", ["vp-linear", "vp-cosine", "subvp", "ve", "linear-fg"])
+@pytest.mark.parametrize("bad_t", [-0.1, 1.5, NAN])
+def test_times_outside_0_T_raise_unless_unchecked(kind, bad_t):
+    sde = DEFAULT_SDES[kind]
+    x = torch.ones(3, 2, dtype=F64)
+    t = torch.tensor([0.0, bad_t, 1.0], dtype=F64)
+    calls = [sde.marginal_prob, sde.sde, sde.discretize, sde.reverse(toy_score).sde]
+    if kind in DISCRETE_KINDS:
+        calls.append(lambda x, t: sde.ancestral_step(x, t, x))
+    for call in calls:
+        expected = f"t must lie in [0, T] = [0, 1.0], got {bad_t}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            call(x, t)
+    # Inside unchecked_times() the check (a host-device sync) is skipped: no error is raised.
+    with unchecked_times():
+        sde.marginal_prob(x, t)
+        sde.sde(x, t)
+    with pytest.raises(ValueError):  # and it is back on afterwards
+        sde.marginal_prob(x, t)
