@@ -18,7 +18,8 @@ Gaussian ``N(alpha(t) x0, sigma(t)^2 I)`` with::
     sigma(t)^2 = alpha(t)^2 (sigma_0^2 + int_0^t g(s)^2 / alpha(s)^2 ds).
 
 :class:`VPSDE`, :class:`SubVPSDE` and :class:`VESDE` are the three SDEs of Song et al. (2021)
-with the reference implementation's defaults; they override the numerical integrals with closed forms.
+with the reference implementation's defaults; they override the numerical integrals with closed
+forms.
 
 Shapes: ``x`` is ``(B, *D)`` and ``t`` is ``(B,)``; per-sample coefficients are returned with shape
 ``(B,)`` and broadcast against ``x`` with :func:`batch_broadcast`.
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-"""``score_fn(x, t) -> grad_x log p_t(x)``, with ``x`` of shape ``(B, *D)`` and ``t`` of shape ``(B,)``."""
+"""``score_fn(x, t) -> grad_x log p_t(x)``, ``x`` of shape ``(B, *D)``, ``t`` of shape ``(B,)``."""
 
 TimeFn = Callable[[Tensor], Tensor]
 
@@ -133,7 +134,7 @@ class SDE(abc.ABC):
 
     @abc.abstractmethod
     def marginal_prob(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean (shape of ``x``) and std (shape ``(B,)``) of the Gaussian kernel ``p_0t(x_t | x_0 = x)``."""
+        """Mean (shape of ``x``) and std ``(B,)`` of the Gaussian kernel ``p_0t(x_t | x_0 = x)``."""
 
     @abc.abstractmethod
     def prior_sampling(
@@ -173,8 +174,8 @@ class SDE(abc.ABC):
             ``(x_mean, std)``: the next sample is ``x_mean + std * z`` with ``z ~ N(0, I)``.
         """
         raise NotImplementedError(
-            f"ancestral sampling needs a discrete Markov chain, which {type(self).__name__} does not "
-            "define; use predictor='reverse_diffusion' or 'euler_maruyama', or implement "
+            f"ancestral sampling needs a discrete Markov chain, which {type(self).__name__} "
+            "does not define; use predictor='reverse_diffusion' or 'euler_maruyama', or implement "
             f"{type(self).__name__}.ancestral_step"
         )
 
@@ -331,9 +332,16 @@ class LinearSDE(SDE):
         # F at the quadrature points: F(a_i) + int_{a_i}^{s} f, again by Gauss-Legendre.
         hs = s - a[:, None]
         u = a[:, None, None] + 0.5 * hs[..., None] * (nodes + 1)  # (n, q, q)
-        F_s = F_grid[:-1, None] + 0.5 * hs * (self.f(u.flatten()).reshape(u.shape) * weights).sum(-1)
+        F_s = F_grid[:-1, None] + 0.5 * hs * (self.f(u.flatten()).reshape(u.shape) * weights).sum(
+            -1
+        )
         integrand = self.g(s.flatten()).reshape(s.shape) ** 2 * torch.exp(-2 * F_s)
-        C_grid = torch.cat([torch.zeros(1, dtype=torch.float64), (0.5 * h * (integrand * weights).sum(1)).cumsum(0)])
+        C_grid = torch.cat(
+            [
+                torch.zeros(1, dtype=torch.float64),
+                (0.5 * h * (integrand * weights).sum(1)).cumsum(0),
+            ]
+        )
         self._grid, self._F_grid, self._C_grid = grid, F_grid, C_grid
 
     def _cell(self, t: Tensor) -> Tensor:
@@ -421,7 +429,8 @@ _COSINE_S = 0.008
 class VPSDE(LinearSDE):
     """Variance-preserving SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw`` (DDPM in the limit).
 
-    Schedules, with ``B(t) = int_0^t beta``, ``alpha(t) = exp(-B(t)/2)``, ``sigma(t)^2 = 1 - alpha(t)^2``:
+    Schedules, with ``B(t) = int_0^t beta``, ``alpha(t) = exp(-B(t)/2)`` and
+    ``sigma(t)^2 = 1 - alpha(t)^2``:
 
     * ``"linear"``: ``beta(t) = beta_min + t (beta_max - beta_min)``, so
       ``B(t) = beta_min t + (beta_max - beta_min) t^2 / 2`` (Song et al., 2021; T = 1).
@@ -474,7 +483,9 @@ class VPSDE(LinearSDE):
         if self.schedule == "linear":
             return self.beta_0 + t * (self.beta_1 - self.beta_0)
         u = self._u0 + self._a * t
-        return torch.where(t < self._t_c, 2 * self._a * torch.tan(u.clamp(max=math.pi / 2 - 1e-6)), self.beta_1)
+        return torch.where(
+            t < self._t_c, 2 * self._a * torch.tan(u.clamp(max=math.pi / 2 - 1e-6)), self.beta_1
+        )
 
     def f(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
@@ -510,7 +521,10 @@ class VPSDE(LinearSDE):
         return f, torch.sqrt(beta)
 
     def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
-        """DDPM ancestral sampling: ``x_mean = (x + beta_i s) / sqrt(1 - beta_i)``, ``std = sqrt(beta_i)``."""
+        """DDPM ancestral step.
+
+        ``x_mean = (x + beta_i s) / sqrt(1 - beta_i)`` and ``std = sqrt(beta_i)``.
+        """
         i = _discrete_index(self, t)
         beta = self.discrete_betas.to(x.device, x.dtype)[i]
         b = batch_broadcast(beta, x)
@@ -562,7 +576,9 @@ class VESDE(LinearSDE):
         _increasing_range("sigma_min", sigma_min, "sigma_max", sigma_max)
         super().__init__(N=N, initial_std=sigma_min, prior_std=sigma_max, sampling_eps=1e-5)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N))
+        self.discrete_sigmas = torch.exp(
+            torch.linspace(math.log(sigma_min), math.log(sigma_max), N)
+        )
 
     def sigma(self, t: Tensor) -> Tensor:
         """``sigma(t) = sigma_min (sigma_max / sigma_min)^t``."""

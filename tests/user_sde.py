@@ -43,4 +43,6 @@ class TimeVaryingOU(SDE):
 
     def prior_logp(self, z):
         d = z[0].numel()
-        return -0.5 * d * math.log(2 * math.pi * self.s**2) - z.flatten(1).pow(2).sum(1) / (2 * self.s**2)
+        return -0.5 * d * math.log(2 * math.pi * self.s**2) - z.flatten(1).pow(2).sum(1) / (
+            2 * self.s**2
+        )

@@ -14,7 +14,8 @@ one eigendecomposition at construction and elementwise work afterwards. The scor
 with responsibilities ``r_k(x) = w_k N_k(x) / p_t(x)``.
 
 Use it to test a sampler or a likelihood against the truth: :meth:`GaussianMixture.score_fn` is a
-:data:`~scoresde.sde.ScoreFn` for any linear SDE, :meth:`GaussianMixture.log_prob` the exact density.
+:data:`~scoresde.sde.ScoreFn` for any linear SDE, :meth:`GaussianMixture.log_prob` the exact
+density.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ class GaussianMixture:
     Computation is in float64; results take the dtype of the input.
     """
 
-    def __init__(self, weights: Tensor | Sequence[float], means: Tensor | Sequence, covs: Tensor | float | Sequence):
+    def __init__(
+        self,
+        weights: Tensor | Sequence[float],
+        means: Tensor | Sequence,
+        covs: Tensor | float | Sequence,
+    ):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
@@ -80,7 +86,9 @@ class GaussianMixture:
                 raise ValueError(f"covs must be symmetric, got max |C - C^T| = {asym:.3g}")
             eigvals, eigvecs = torch.linalg.eigh(covs)
         else:
-            raise ValueError(f"covs must have shape (K, d, d), (K, d), (K,) or (), got {tuple(covs.shape)}")
+            raise ValueError(
+                f"covs must have shape (K, d, d), (K, d), (K,) or (), got {tuple(covs.shape)}"
+            )
         if bool((eigvals <= 0).any()):
             raise ValueError(
                 "covs must be positive definite, "
@@ -103,8 +111,10 @@ class GaussianMixture:
             return torch.diag_embed(self.eigvals)
         return self.eigvecs @ torch.diag_embed(self.eigvals) @ self.eigvecs.transpose(1, 2)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
-        """Draw ``n`` points ``(n, d)`` (float64); with ``return_labels`` also their components ``(n,)``."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False
+    ):
+        """Draw ``n`` points ``(n, d)`` (float64), with ``return_labels`` also their labels."""
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         z = z * self.eigvals[labels].sqrt()
@@ -115,7 +125,7 @@ class GaussianMixture:
 
     # -- the perturbed mixture -----------------------------------------------------------------
     def _kernel(self, sde: SDE | None, t: Tensor | None, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``alpha(t)`` and ``sigma(t)`` per sample, shape ``(B,)``, read off ``sde.marginal_prob``."""
+        """``alpha(t)`` and ``sigma(t)`` per sample ``(B,)``, read off ``sde.marginal_prob``."""
         B = x.shape[0]
         if sde is None:
             if t is not None:
@@ -132,19 +142,23 @@ class GaussianMixture:
         return alpha.reshape(B).to(torch.float64), sigma.to(torch.float64)
 
     def _terms(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-component log-densities ``(B, K)``, whitened residuals and variances ``(B, K, d)``."""
+        """Per-component log-densities ``(B, K)``; rotated residuals and variances ``(B, K, d)``."""
         x = x.reshape(x.shape[0], -1).to(torch.float64)
         if x.shape[1] != self.dim:
             raise ValueError(f"points must have {self.dim} features, got {x.shape[1]}")
         diff = x[:, None, :] - alpha[:, None, None] * self.means.to(x.device)  # (B, K, d)
         if self.eigvecs is not None:
-            diff = torch.einsum("kji,bkj->bki", self.eigvecs.to(x.device), diff)  # U_k^T (x - alpha mu_k)
+            diff = torch.einsum(
+                "kji,bkj->bki", self.eigvecs.to(x.device), diff
+            )  # U_k^T (x - alpha mu_k)
         var = alpha[:, None, None] ** 2 * self.eigvals.to(x.device) + sigma[:, None, None] ** 2
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1))
         log_comp = log_norm - 0.5 * (diff**2 / var).sum(-1) + self.weights.to(x.device).log()
         return log_comp, diff, var
 
-    def log_prob(self, x: Tensor, t: Tensor | float | None = None, sde: SDE | None = None) -> Tensor:
+    def log_prob(
+        self, x: Tensor, t: Tensor | float | None = None, sde: SDE | None = None
+    ) -> Tensor:
         """``log p_t(x)`` per point, ``(B,)``; the data density ``log p_0(x)`` when ``sde`` is None.
 
         With ``sde`` (any SDE with a linear-Gaussian kernel) and ``t`` (a number or ``(B,)``), the
@@ -154,7 +168,9 @@ class GaussianMixture:
         log_comp, _, _ = self._terms(x, alpha, sigma)
         return torch.logsumexp(log_comp, dim=1).to(x.dtype)
 
-    def responsibilities(self, x: Tensor, t: Tensor | float | None = None, sde: SDE | None = None) -> Tensor:
+    def responsibilities(
+        self, x: Tensor, t: Tensor | float | None = None, sde: SDE | None = None
+    ) -> Tensor:
         """``r_k(x) = w_k N_k(x) / p_t(x)``, shape ``(B, K)``: the posterior over components."""
         alpha, sigma = self._kernel(sde, t, x)
         log_comp, _, _ = self._terms(x, alpha, sigma)
@@ -179,12 +195,14 @@ class GaussianMixture:
         return score_fn
 
     def mode_weights(self, x: Tensor) -> Tensor:
-        """Fraction of points ``(B, d)`` assigned to each component by maximum responsibility, ``(K,)``."""
+        """Fraction ``(K,)`` of points ``(B, d)`` whose most responsible component is each k."""
         labels = self.responsibilities(x).argmax(dim=1)
         return torch.bincount(labels, minlength=self.num_components).to(torch.float64) / len(labels)
 
-    def entropy(self, n: int = 200_000, generator: torch.Generator | None = None) -> tuple[float, float]:
-        """Monte-Carlo estimate of the entropy ``H(p_0) = -E log p_0(x)`` in nats and its standard error.
+    def entropy(
+        self, n: int = 200_000, generator: torch.Generator | None = None
+    ) -> tuple[float, float]:
+        """Monte-Carlo estimate of the entropy ``H(p_0) = -E log p_0(x)`` (nats) and its std error.
 
         A Gaussian mixture has no closed-form entropy; ``n`` samples give a standard error
         ``std(log p) / sqrt(n)`` (about 1e-3 nats for the default on a 2D mixture).
@@ -193,7 +211,9 @@ class GaussianMixture:
         return float(-logp.mean()), float(logp.std() / math.sqrt(n))
 
     @classmethod
-    def ring(cls, k: int = 8, radius: float = 4.0, std: float = 0.5, dim: int = 2) -> GaussianMixture:
+    def ring(
+        cls, k: int = 8, radius: float = 4.0, std: float = 0.5, dim: int = 2
+    ) -> GaussianMixture:
         """``k`` equal-weight isotropic Gaussians on a circle in the first two coordinates."""
         angles = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
         means = torch.zeros(k, dim, dtype=torch.float64)
@@ -202,4 +222,3 @@ class GaussianMixture:
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.num_components}, dim={self.dim})"
-
