@@ -1,0 +1,119 @@
+"""A time-conditional residual MLP for low-dimensional data (2D toy densities).
+
+With ``gamma`` a time embedding (:mod:`scoresde.nets.embeddings`) and ``act = SiLU``::
+
+    e   = act(W_e2 act(W_e1 gamma(t)))               time features, (B, hidden)
+    h_0 = W_in x
+    h_k = h_{k-1} + W_k2 act(W_k1 act(h_{k-1}) + V_k e),   k = 1, ..., depth
+    out = W_out act(h_depth)                          (B, dim)
+
+The time enters every block through its own projection ``V_k``. ``W_k2`` and ``W_out`` start at
+zero, so each block starts as the identity and the network as the zero function; the other layers
+use PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from scoresde.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+
+__all__ = ["MLPScoreNet"]
+
+EMBEDDINGS = ("fourier", "sinusoidal")
+
+
+def _linear(
+    fan_in: int, fan_out: int, generator: torch.Generator | None, zero: bool = False
+) -> nn.Linear:
+    """``nn.Linear`` initialised from ``generator`` (or with zeros)."""
+    layer = nn.Linear(fan_in, fan_out)
+    with torch.no_grad():
+        if zero:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        else:
+            bound = 1 / math.sqrt(fan_in)
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
+
+
+class _ResidualBlock(nn.Module):
+    """``h + W_2 act(W_1 act(h) + V e)``."""
+
+    def __init__(self, hidden: int, generator: torch.Generator | None):
+        super().__init__()
+        self.inner = _linear(hidden, hidden, generator)
+        self.time = _linear(hidden, hidden, generator)
+        self.outer = _linear(hidden, hidden, generator, zero=True)
+        self.act = nn.SiLU()
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        return h + self.outer(self.act(self.inner(self.act(h)) + self.time(e)))
+
+
+class MLPScoreNet(nn.Module):
+    """A residual MLP ``(x, t) -> (B, dim)`` conditioned on continuous time ``t``.
+
+    Its output is whatever the parameterisation says (score, epsilon, x0 or v); see
+    :func:`scoresde.score.get_score_fn`.
+
+    Arguments:
+        dim: number of features of a data point (inputs ``(B, *D)`` with ``prod(D) = dim``).
+        hidden: width of the residual stream.
+        depth: number of residual blocks.
+        embedding: ``"fourier"`` (Gaussian Fourier features of ``t``) or ``"sinusoidal"``
+            (sinusoidal embedding of ``time_scale * t``, for discrete steps).
+        embed_dim: width of the time embedding.
+        fourier_scale: std of the Fourier frequencies (``"fourier"`` only).
+        time_scale: factor from ``t`` to the embedded step (``"sinusoidal"`` only; ``N - 1`` makes
+            ``t_i = i T / (N - 1)`` the integer ``i`` when ``T = 1``).
+        generator: the source of the initial weights and Fourier frequencies (default: torch's
+            global generator).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        embedding: str = "fourier",
+        embed_dim: int = 64,
+        fourier_scale: float = 16.0,
+        time_scale: float = 999.0,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if embedding == "fourier":
+            self.embed: nn.Module = GaussianFourierEmbedding(embed_dim, fourier_scale, generator)
+        elif embedding == "sinusoidal":
+            self.embed = SinusoidalEmbedding(embed_dim, time_scale)
+        else:
+            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
+        self.dim = dim
+        self.act = nn.SiLU()
+        self.time_in = _linear(embed_dim, hidden, generator)
+        self.time_out = _linear(hidden, hidden, generator)
+        self.input = _linear(dim, hidden, generator)
+        self.blocks = nn.ModuleList(_ResidualBlock(hidden, generator) for _ in range(depth))
+        self.output = _linear(hidden, dim, generator, zero=True)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """The output, shaped like ``x``, for points ``x`` ``(B, *D)`` at times ``t`` ``(B,)``."""
+        if x.ndim < 2 or x[0].numel() != self.dim or t.shape != x.shape[:1]:
+            raise ValueError(
+                f"expected x of shape (B, *D) with {self.dim} features and t of shape (B,), "
+                f"got x {tuple(x.shape)} and t {tuple(t.shape)}"
+            )
+        e = self.act(self.time_out(self.act(self.time_in(self.embed(t)))))
+        h = self.input(x.flatten(1))
+        for block in self.blocks:
+            h = block(h, e)
+        return self.output(self.act(h)).reshape(x.shape)

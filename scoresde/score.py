@@ -1,0 +1,101 @@
+"""Parameterisations: the one place where a network's output becomes a score.
+
+Under a linear SDE the perturbation kernel is ``x_t = alpha(t) x_0 + sigma(t) eps``,
+``eps ~ N(0, I)`` (``alpha, sigma`` are read as ``sde.marginal_prob(ones, t)``, so any SDE with such
+a kernel works). A network ``F`` may predict any of four targets; Tweedie's formula,
+``E[x_0 | x_t] = (x_t + sigma^2 s(x_t, t)) / alpha``, ties them to the score ``s = grad log p_t``::
+
+    parameterization  F estimates                  score s(x, t)
+    "score"           s                            F
+    "epsilon"         E[eps | x]                   -F / sigma
+    "x0"              E[x_0 | x]                   (alpha F - x) / sigma^2
+    "v"               E[alpha eps - sigma x_0 | x] -(sigma x + alpha F) / (sigma (alpha^2+sigma^2))
+
+For ``v`` (Salimans & Ho, 2022): ``x_0 = (alpha x - sigma v) / (alpha^2 + sigma^2)`` and
+``eps = (sigma x + alpha v) / (alpha^2 + sigma^2)``, then ``s = -eps / sigma``.
+
+Input scaling (EDM's ``c_in``, Karras et al., 2022): the network sees ``c_in(t) x`` with
+``c_in = 1 / sqrt(alpha^2 data_std^2 + sigma^2)``, the inverse std of ``x_t`` for data of
+per-feature std ``data_std``, so its inputs have unit scale at every ``t``. Under a VP SDE with
+``data_std = 1`` this is exactly 1; under a VE SDE (``sigma`` up to 50 or more) the network would
+otherwise see inputs spanning orders of magnitude. The network is still given ``t`` itself.
+
+Samplers and likelihoods see only the returned :data:`~scoresde.sde.ScoreFn`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scoresde.sde import SDE, ScoreFn, batch_broadcast
+
+__all__ = ["PARAMETERIZATIONS", "get_score_fn", "kernel_coefficients"]
+
+PARAMETERIZATIONS = ("score", "epsilon", "x0", "v")
+
+Network = Callable[[Tensor, Tensor], Tensor]
+
+
+def kernel_coefficients(sde: SDE, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``alpha(t)``, ``sigma(t)`` of the kernel ``x_t = alpha x_0 + sigma eps``, as ``(B, 1, ...)``.
+
+    Read off the SDE's protocol as ``sde.marginal_prob(ones, t)``.
+
+    Arguments:
+        sde: the forward SDE.
+        t: times ``(B,)``.
+        like: a tensor ``(B, *D)`` whose dtype, device and number of dimensions to match.
+    """
+    ones = torch.ones((t.shape[0], 1), dtype=like.dtype, device=like.device)
+    mean, std = sde.marginal_prob(ones, t)
+    return batch_broadcast(mean.reshape(-1), like), batch_broadcast(std, like)
+
+
+def get_score_fn(
+    sde: SDE,
+    model: Network,
+    parameterization: str = "epsilon",
+    *,
+    input_scaling: bool = True,
+    data_std: float = 1.0,
+) -> ScoreFn:
+    """The score function ``(x, t) -> s(x, t)`` of a network under a parameterisation.
+
+    Arguments:
+        sde: the forward SDE whose kernel defines the parameterisation.
+        model: the network, ``model(x_in, t) -> F`` shaped like ``x``; any callable.
+        parameterization: what ``F`` estimates, one of :data:`PARAMETERIZATIONS` (table above).
+        input_scaling: give the network ``x_in = c_in(t) x`` with ``c_in = 1 / sqrt(alpha^2
+            data_std^2 + sigma^2)`` (else ``x_in = x``).
+        data_std: per-feature std of the data, for ``c_in``.
+
+    Returns:
+        A :data:`~scoresde.sde.ScoreFn`. It divides by ``sigma(t)`` (``"score"`` excepted), so it
+        is defined for ``t`` with ``sigma(t) > 0``: samplers and losses stop at ``eps > 0``.
+    """
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(
+            f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+            f"got {parameterization!r}"
+        )
+    if not (isinstance(data_std, (int, float)) and math.isfinite(data_std) and data_std > 0):
+        raise ValueError(f"data_std must be a finite number > 0, got {data_std!r}")
+    data_var = float(data_std) ** 2
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        alpha, sigma = kernel_coefficients(sde, t, x)
+        x_in = x * torch.rsqrt(alpha**2 * data_var + sigma**2) if input_scaling else x
+        out = model(x_in, t)
+        if parameterization == "score":
+            return out
+        if parameterization == "epsilon":
+            return -out / sigma
+        if parameterization == "x0":
+            return (alpha * out - x) / sigma**2
+        return -(sigma * x + alpha * out) / (sigma * (alpha**2 + sigma**2))
+
+    return score_fn
