@@ -6,7 +6,12 @@ Everything is a function of an :class:`SDE` object and a score function
 
 from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.datasets.toy import TOY_DATASETS, batch_sampler, get_dataset
 from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
+from scoresde.losses import ddpm_loss, dsm_loss, get_loss_fn, smld_loss
+from scoresde.nets import MLPScoreNet, get_model
+from scoresde.sampling import CORRECTORS, PREDICTORS, SampleResult, sample
+from scoresde.score import get_score_fn
 from scoresde.sde import (
     SDE,
     VESDE,
@@ -34,6 +39,10 @@ __all__ = [
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",
+    "sample",
+    "SampleResult",
+    "PREDICTORS",
+    "CORRECTORS",
     "train",
     "TrainResult",
     "EMA",
@@ -43,4 +52,14 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "latest_checkpoint",
+    "TOY_DATASETS",
+    "get_dataset",
+    "batch_sampler",
+    "get_model",
+    "MLPScoreNet",
+    "get_score_fn",
+    "dsm_loss",
+    "smld_loss",
+    "ddpm_loss",
+    "get_loss_fn",
 ]

@@ -1,0 +1,163 @@
+"""Predictors: one step of a reverse-time solver, from grid time ``t_i`` down to ``t_{i+1}``.
+
+In the predictor–corrector sampler of Song et al. (2021, Algorithm 1), a predictor moves a sample of
+``p_{t_i}`` to an (approximate) sample of ``p_{t_{i+1}}`` by discretising the reverse-time SDE
+
+    dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dw_bar,      t from T down to eps.
+
+Predictors are registered by name in :data:`PREDICTORS`; :func:`register_predictor` adds a new one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from scoresde.sampling.noise import GaussianNoise
+from scoresde.sde import SDE, ScoreFn, batch_broadcast
+
+__all__ = [
+    "Predictor",
+    "EulerMaruyamaPredictor",
+    "ReverseDiffusionPredictor",
+    "AncestralSamplingPredictor",
+    "NonePredictor",
+    "PREDICTORS",
+    "register_predictor",
+]
+
+PREDICTORS: dict[str, type[Predictor]] = {}
+"""Predictor classes by name, as :func:`scoresde.sample` looks them up."""
+
+
+def register_predictor(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
+    """Class decorator: add a :class:`Predictor` subclass to :data:`PREDICTORS` as ``name``."""
+
+    def register(cls: type[Predictor]) -> type[Predictor]:
+        if name in PREDICTORS:
+            raise ValueError(f"a predictor named {name!r} is already registered")
+        PREDICTORS[name] = cls
+        return cls
+
+    return register
+
+
+class Predictor(abc.ABC):
+    """A step of a reverse-time solver along a decreasing time grid.
+
+    Arguments:
+        sde: the forward SDE.
+        score_fn: the score ``s(x, t)``.
+        grid: the times ``t_0 = T > t_1 > ... > t_{n-1} = eps``, shape ``(n,)``.
+        generator: the source of all randomness.
+    """
+
+    #: Whether the predictor follows the SDE's own ``N``-step discrete chain, and so needs
+    #: ``len(grid) == sde.N`` for its steps to line up with the chain's.
+    follows_sde_chain: ClassVar[bool] = False
+
+    def __init__(
+        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+    ):
+        self.sde = sde
+        self.score_fn = score_fn
+        self.grid = grid
+        self.noise = GaussianNoise(generator)
+
+    @abc.abstractmethod
+    def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
+        """Move ``x`` from ``t_i`` to ``t_{i+1}``.
+
+        Arguments:
+            x: a sample at time ``t_i``, shape ``(B, *D)``; it may be updated in place.
+            t: ``t_i`` repeated for the batch, shape ``(B,)``.
+            i: the index of ``t_i`` in the grid, ``0 <= i < n - 1``.
+
+        Returns:
+            the sample at ``t_{i+1}``.
+        """
+
+
+@register_predictor("euler_maruyama")
+class EulerMaruyamaPredictor(Predictor):
+    """Euler–Maruyama on the reverse SDE with the grid's own step ``dt_i = t_{i+1} - t_i < 0``::
+
+        x <- x + [f(x, t_i) - g(t_i)^2 s(x, t_i)] dt_i + g(t_i) sqrt(-dt_i) z,    z ~ N(0, I).
+    """
+
+    def __init__(
+        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+    ):
+        super().__init__(sde, score_fn, grid, generator)
+        self.reverse = sde.reverse(score_fn)
+        self.dt = grid.diff()
+        self.sqrt_minus_dt = (-self.dt).sqrt()
+
+    def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
+        drift, diffusion = self.reverse.sde(x, t)
+        x.addcmul_(drift, self.dt[i])
+        return x.addcmul_(self.noise.like(x), batch_broadcast(diffusion, x) * self.sqrt_minus_dt[i])
+
+
+@register_predictor("reverse_diffusion")
+class ReverseDiffusionPredictor(Predictor):
+    """Reverse diffusion (Song et al., 2021, eq. 46): the forward chain
+    ``x_{i+1} = x_i + f_i(x_i) + G_i z`` of :meth:`SDE.discretize`, run backwards with the score::
+
+        x <- x - f_i(x) + G_i^2 s(x, t_i) + G_i z.
+
+    It follows the SDE's ``N``-step chain, so the grid must have ``sde.N`` points.
+    """
+
+    follows_sde_chain = True
+
+    def __init__(
+        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+    ):
+        super().__init__(sde, score_fn, grid, generator)
+        self.reverse = sde.reverse(score_fn)
+
+    def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
+        rev_f, rev_G = self.reverse.discretize(x, t)
+        x.sub_(rev_f)
+        return x.addcmul_(self.noise.like(x), batch_broadcast(rev_G, x))
+
+
+@register_predictor("ancestral_sampling")
+class AncestralSamplingPredictor(Predictor):
+    """Ancestral sampling of the SDE's discrete Markov chain (DDPM for VP, SMLD for VE)::
+
+        x <- x_mean(x, s(x, t_i)) + std_i z,    (x_mean, std_i) = sde.ancestral_step(x, t_i, s).
+
+    Only SDEs that define :meth:`SDE.ancestral_step` support it; for any other, constructing the
+    predictor raises ``ValueError`` with the SDE's explanation, before any sampling work. It follows
+    the SDE's ``N``-step chain, so the grid must have ``sde.N`` points.
+    """
+
+    follows_sde_chain = True
+
+    def __init__(
+        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+    ):
+        super().__init__(sde, score_fn, grid, generator)
+        probe = torch.zeros((1, 1), dtype=grid.dtype, device=grid.device)
+        try:
+            sde.ancestral_step(probe, grid[:1], probe)
+        except NotImplementedError as err:
+            raise ValueError(f"predictor='ancestral_sampling' is not available: {err}") from err
+
+    def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
+        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t))
+        return x_mean.addcmul_(self.noise.like(x), batch_broadcast(std, x))
+
+
+@register_predictor("none")
+class NonePredictor(Predictor):
+    """No predictor: the sample is left unchanged (corrector-only sampling: annealed Langevin)."""
+
+    def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
+        return x
