@@ -1,0 +1,390 @@
+"""Run configurations: load ml-collections config files, validate them, build a run's parts.
+
+A config is an :class:`ml_collections.ConfigDict` with a top-level ``seed`` and the groups ``data``,
+``model``, ``sde``, ``training``, ``sampling`` and ``eval`` (``configs/default_toy.py`` sets every
+field). :data:`FIELDS` lists every field with the values it accepts; :func:`validate_config` checks
+a whole config against it, and against the rules between fields, so that a bad value is rejected
+before any work starts with a :class:`ConfigError` naming the field, the value and what is allowed.
+
+The ``build_*`` functions turn a validated config into the objects of a run: the SDE, the dataset,
+the network, its score function and the training loss.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ml_collections import ConfigDict
+
+from scoresde.datasets.toy import TOY_DATASETS, ToyDensity, get_dataset
+from scoresde.likelihood import ADAPTIVE_METHODS as LIKELIHOOD_ADAPTIVE_METHODS
+from scoresde.likelihood import FIXED_STEP_METHODS as LIKELIHOOD_FIXED_METHODS
+from scoresde.likelihood import TRACES
+from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS, get_loss_fn
+from scoresde.nets import MODELS, get_model
+from scoresde.nets.mlp import EMBEDDINGS
+from scoresde.sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS
+from scoresde.score import PARAMETERIZATIONS, get_score_fn
+from scoresde.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
+
+__all__ = [
+    "ConfigError",
+    "FIELDS",
+    "SDES",
+    "REPOSITORY_CONFIGS",
+    "load_config_file",
+    "validate_config",
+    "iter_fields",
+    "build_sde",
+    "build_dataset",
+]
+
+#: The ``configs/`` directory of a source checkout (where ``pip install -e .`` leaves it).
+REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+SDES: dict[str, Callable[[ConfigDict], SDE]] = {
+    "vp": lambda c: VPSDE(beta_min=c.beta_min, beta_max=c.beta_max, N=c.N, schedule=c.schedule),
+    "subvp": lambda c: SubVPSDE(beta_min=c.beta_min, beta_max=c.beta_max, N=c.N),
+    "ve": lambda c: VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max, N=c.N),
+}
+"""SDE name -> constructor from the config's ``sde`` group."""
+
+
+class ConfigError(ValueError):
+    """A config field with a value it does not accept, a field that does not exist, or a bad file.
+
+    Attributes:
+        field: the dotted name, e.g. ``"training.lr"`` (``None`` for the config file itself).
+        value: the offending value (the file's path for the file).
+        allowed: what the field accepts, in words.
+    """
+
+    def __init__(self, field: str | None, value: Any, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        where = "config file" if field is None else f"config.{field}"
+        super().__init__(f"{where}: got {value!r}, expected {allowed}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config field accepts: ``accepts(value)`` and the same in words."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(minimum: int) -> Rule:
+    return Rule(lambda v: _is_int(v) and v >= minimum, f"an integer >= {minimum}")
+
+
+def even_integer(minimum: int) -> Rule:
+    return Rule(
+        lambda v: _is_int(v) and v >= minimum and v % 2 == 0, f"an even integer >= {minimum}"
+    )
+
+
+def positive() -> Rule:
+    return Rule(lambda v: _is_number(v) and v > 0, "a finite number > 0")
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+
+
+def unit_interval() -> Rule:
+    return Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+def boolean() -> Rule:
+    return Rule(lambda v: isinstance(v, bool), "true or false")
+
+
+def choice(names: Iterator[str] | tuple[str, ...] | list[str]) -> Rule:
+    names = tuple(names)
+    return Rule(lambda v: v in names, "one of " + ", ".join(map(repr, names)))
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.accepts(v), f"None or {rule.allowed}")
+
+
+FIELDS: dict[str, Rule] = {
+    "seed": integer(0),
+    "data.name": choice(TOY_DATASETS),
+    "model.name": choice(MODELS),
+    "model.hidden": integer(1),
+    "model.depth": integer(1),
+    "model.embedding": choice(EMBEDDINGS),
+    "model.embed_dim": even_integer(2),
+    "model.fourier_scale": positive(),
+    "model.parameterization": choice(PARAMETERIZATIONS),
+    "model.input_scaling": boolean(),
+    "model.data_std": optional(positive()),
+    "sde.name": choice(SDES),
+    "sde.beta_min": positive(),
+    "sde.beta_max": positive(),
+    "sde.sigma_min": positive(),
+    "sde.sigma_max": positive(),
+    "sde.N": integer(2),
+    "sde.schedule": choice(("linear", "cosine")),
+    "training.batch_size": integer(1),
+    "training.n_iters": integer(1),
+    "training.lr": positive(),
+    "training.warmup": integer(0),
+    "training.grad_clip": optional(positive()),
+    "training.ema_decay": unit_interval(),
+    "training.loss": choice(LOSSES),
+    "training.weighting": choice(WEIGHTINGS),
+    "training.importance_sampling": boolean(),
+    "training.reduce": choice(REDUCTIONS),
+    "training.eps": positive(),
+    "training.checkpoint_every": integer(1),
+    "training.eval_every": integer(0),
+    "sampling.sampler": choice(SAMPLERS),
+    "sampling.predictor": choice(PREDICTORS),
+    "sampling.corrector": choice(CORRECTORS),
+    "sampling.snr": positive(),
+    "sampling.n_steps": integer(0),
+    "sampling.num_steps": optional(integer(2)),
+    "sampling.eps": optional(positive()),
+    "sampling.denoise": boolean(),
+    "sampling.method": choice(ODE_METHODS),
+    "sampling.rtol": positive(),
+    "sampling.atol": positive(),
+    "sampling.n_samples": integer(2),
+    "eval.n_eval": integer(2),
+    "eval.eps": positive(),
+    "eval.method": choice(LIKELIHOOD_ADAPTIVE_METHODS + LIKELIHOOD_FIXED_METHODS),
+    "eval.rtol": positive(),
+    "eval.atol": positive(),
+    "eval.trace": choice(TRACES),
+    "eval.n_probes": integer(1),
+    "eval.density_grid": integer(2),
+    "eval.n_process_times": integer(2),
+}
+"""Every config field (dotted name) and the values it accepts."""
+
+
+def load_config_file(path: str | Path) -> ConfigDict:
+    """Import the Python config file ``path`` and return its ``get_config()``.
+
+    Config files may import shared defaults from the repository's ``configs`` package (``from
+    configs.default_toy import get_default_configs``): the directory holding ``configs/`` is on
+    ``sys.path`` while the file is imported.
+
+    Raises:
+        ConfigError: the file is missing, is not Python, fails when run, or has no ``get_config()``
+            returning a ``ConfigDict``.
+    """
+    path = Path(path)
+    if path.suffix != ".py" or not path.is_file():
+        raise ConfigError(
+            "--config", str(path), "an existing Python file (.py) defining get_config()"
+        )
+    spec = importlib.util.spec_from_file_location(f"_scoresde_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    root = str(REPOSITORY_CONFIGS.parent)
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        spec.loader.exec_module(module)
+        get_config = getattr(module, "get_config", None)
+        config = get_config() if callable(get_config) else None
+    except Exception as err:  # the file is user code: any error in it is a bad config file
+        failure = f"{type(err).__name__}: {err}"
+        raise ConfigError(None, str(path), f"a file that runs ({failure})") from err
+    finally:
+        if added:
+            sys.path.remove(root)
+    if not isinstance(config, ConfigDict):
+        raise ConfigError(None, str(path), "a file whose get_config() returns a ConfigDict")
+    return config
+
+
+def iter_fields(config: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted name, value)`` of every leaf field of ``config``, depth first."""
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ConfigDict):
+            yield from iter_fields(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def validate_config(config: ConfigDict) -> None:
+    """Check every field of ``config`` and the rules between fields; raise on the first problem.
+
+    The rules between fields: ``beta_min < beta_max`` and ``sigma_min < sigma_max``; the cosine
+    schedule is a VP option; ``sampling.eps`` and ``eval.eps`` lie in ``(0, T)``; a predictor that
+    follows the SDE's discrete chain samples with ``num_steps = sde.N`` and is available for the
+    SDE (ancestral sampling needs a discrete model).
+
+    Raises:
+        ConfigError: naming the field, its value and what it accepts.
+    """
+    present = dict(iter_fields(config))
+    for name, value in present.items():
+        rule = FIELDS.get(name)
+        if rule is None:
+            group = name.rpartition(".")[0]
+            known = [f for f in FIELDS if f.rpartition(".")[0] == group]
+            raise ConfigError(name, value, "no such field; known here: " + ", ".join(known))
+        if not rule.accepts(value):
+            raise ConfigError(name, value, rule.allowed)
+    missing = [name for name in FIELDS if name not in present]
+    if missing:
+        raise ConfigError(missing[0], None, "a value: the field is missing from the config")
+
+    c = config
+    for lo, hi in (("beta_min", "beta_max"), ("sigma_min", "sigma_max")):
+        if not c.sde[lo] < c.sde[hi]:
+            raise ConfigError(f"sde.{lo}", c.sde[lo], f"a number < sde.{hi} = {c.sde[hi]!r}")
+    if c.sde.schedule != "linear" and c.sde.name != "vp":
+        raise ConfigError("sde.schedule", c.sde.schedule, f"'linear' for sde.name = {c.sde.name!r}")
+    sde = build_sde(config)
+    for field in ("training.eps", "sampling.eps", "eval.eps"):
+        group, key = field.split(".")
+        value = c[group][key]
+        if value is not None and not value < sde.T:
+            raise ConfigError(field, value, f"a number in (0, T) = (0, {sde.T})")
+    try:
+        _loss_options(config, sde)
+    except ValueError as err:
+        raise ConfigError("training.loss", c.training.loss, f"settings that fit it: {err}") from err
+    if c.sampling.sampler == "pc":
+        predictor = PREDICTORS[c.sampling.predictor]
+        if predictor.follows_sde_chain and c.sampling.num_steps not in (None, sde.N):
+            raise ConfigError(
+                "sampling.num_steps",
+                c.sampling.num_steps,
+                f"None or sde.N = {sde.N}: predictor {c.sampling.predictor!r} follows the "
+                "SDE's discrete chain (set sde.N to sample with fewer steps)",
+            )
+        grid = torch.tensor([sde.T, sde.sampling_eps])
+        try:
+            predictor(sde, lambda x, t: torch.zeros_like(x), grid)
+        except ValueError as err:
+            raise ConfigError("sampling.predictor", c.sampling.predictor, str(err)) from err
+
+
+def build_sde(config: ConfigDict) -> SDE:
+    """The forward SDE of ``config.sde``."""
+    return SDES[config.sde.name](config.sde)
+
+
+def build_dataset(config: ConfigDict) -> ToyDensity:
+    """The toy dataset ``config.data.name``."""
+    return get_dataset(config.data.name)
+
+
+#: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
+#: ``seed`` itself): model initialisation, the data-std estimate, sampling, evaluation.
+INIT_STREAM, DATA_STD_STREAM, SAMPLE_STREAM, EVAL_STREAM = 1, 2, 3, 4
+
+
+def stream_generator(seed: int, stream: int) -> torch.Generator:
+    """A generator for the random stream ``stream`` of a run with ``seed``.
+
+    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
+    one run, and the same stream of runs with nearby seeds, are independent.
+    """
+    state = np.random.SeedSequence([seed, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def data_std(config: ConfigDict) -> float:
+    """``model.data_std``, or where it is None the per-feature std of 10,000 data points.
+
+    The points are drawn from a generator seeded with ``seed``, so the value is part of the run.
+    """
+    if config.model.data_std is not None:
+        return float(config.model.data_std)
+    points = build_dataset(config).sample(10_000, stream_generator(config.seed, DATA_STD_STREAM))
+    return float(points.std())
+
+
+def build_model(config: ConfigDict) -> torch.nn.Module:
+    """The network of ``config.model``, initialised from the run's seed.
+
+    A sinusoidal time embedding gets ``time_scale = (N - 1) / T``, so the SDE's discrete step ``i``
+    is embedded as the integer ``i``.
+    """
+    c = config.model
+    sde = build_sde(config)
+    return get_model(
+        c.name,
+        dim=build_dataset(config).dim,
+        hidden=c.hidden,
+        depth=c.depth,
+        embedding=c.embedding,
+        embed_dim=c.embed_dim,
+        fourier_scale=c.fourier_scale,
+        time_scale=(sde.N - 1) / sde.T,
+        generator=stream_generator(config.seed, INIT_STREAM),
+    )
+
+
+def build_score_fn(config: ConfigDict, sde: SDE, model: Callable) -> ScoreFn:
+    """The score function of ``model`` under ``config.model.parameterization``."""
+    c = config.model
+    return get_score_fn(
+        sde,
+        model,
+        c.parameterization,
+        input_scaling=c.input_scaling,
+        data_std=data_std(config),
+    )
+
+
+def _loss_options(config: ConfigDict, sde: SDE) -> Callable:
+    c = config.training
+    if c.loss == "dsm":
+        options = dict(
+            weighting=c.weighting,
+            importance_sampling=c.importance_sampling,
+            reduce=c.reduce,
+            eps=c.eps,
+        )
+    else:
+        options = dict(reduce=c.reduce)
+    return get_loss_fn(sde, kind=c.loss, **options)
+
+
+def build_loss(config: ConfigDict, sde: SDE) -> Callable:
+    """The training loss ``loss_fn(model, batch, generator)`` of ``config.training``.
+
+    It wraps the score-level loss of :func:`scoresde.losses.get_loss_fn` (``kind = training.loss``;
+    the denoising-score-matching options ``weighting``, ``importance_sampling``, ``reduce`` and
+    ``eps`` apply to ``"dsm"``, ``reduce`` alone to ``"smld"`` and ``"ddpm"``) around the model's
+    score function.
+    """
+    score_loss = _loss_options(config, sde)
+    std = data_std(config)
+    c = config.model
+
+    def loss_fn(
+        model: torch.nn.Module, batch: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        score_fn = get_score_fn(
+            sde, model, c.parameterization, input_scaling=c.input_scaling, data_std=std
+        )
+        return score_loss(score_fn, batch, generator)
+
+    return loss_fn
