@@ -160,7 +160,7 @@ STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
     + [({"sampler": "ode", "method": m}, lambda n, s=s: s * (n - 1)) for m, s in STAGES.items()],
 )
 def test_nfe_is_exact(kwargs, expected, denoise):
-    n = 12
+    n = 30
     sde = VPSDE(N=n)
     score = CountingScore(sde)
     result = sample(sde, score, (50, 2), num_steps=n, denoise=denoise, return_info=True,
@@ -249,6 +249,29 @@ def test_no_time_outside_eps_T(inner, kwargs):
     for times in (score.times, sde.times):
         seen = torch.cat([t.flatten() for t in times])
         assert seen.min() >= eps and seen.max() <= sde.T
+
+
+@pytest.mark.parametrize("sde", [VPSDE(N=30), VESDE(N=30)], ids=["vp", "ve"])
+@pytest.mark.parametrize("predictor,corrector", PC)
+def test_pc_loop_never_reads_tensors_on_the_host(sde, predictor, corrector, monkeypatch):
+    # A read of a tensor's value on the host (bool, item, float, ...) would synchronise an
+    # accelerator at every step. Inside the loop every such read raises.
+    import scoresde.sampling.sampler as sampler_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a tensor inside the sampling loop")
+
+    real_loop = sampler_module.pc_loop
+
+    def guarded_loop(*args, **kwargs):
+        with monkeypatch.context() as patch:
+            for name in ("__bool__", "item", "tolist", "__float__", "__int__", "__index__"):
+                patch.setattr(torch.Tensor, name, forbidden)
+            return real_loop(*args, **kwargs)
+
+    monkeypatch.setattr(sampler_module, "pc_loop", guarded_loop)
+    x = sample(sde, RING.score_fn(sde), (16, 2), predictor=predictor, corrector=corrector)
+    assert torch.isfinite(x).all()
 
 
 # -- denoising, trajectories ----------------------------------------------------------------------
@@ -385,20 +408,28 @@ def test_score_that_needs_autograd():
         ({"trajectory_times": [1.5]}, r"trajectory_times must be numbers in \[eps, T\]"),
         ({"trajectory_times": [1e-4]}, r"trajectory_times must be numbers in \[eps, T\]"),
         ({"predictor": "none", "corrector": "none"}, "does nothing"),
-        ({"num_steps": 5}, "predictor='reverse_diffusion' follows the SDE's 10-step discrete"),
+        ({"num_steps": 5}, "predictor='reverse_diffusion' follows the SDE's 30-step discrete"),
         ({"predictor": "ancestral_sampling", "num_steps": 5}, "build the SDE with N=5"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
-    sde = VPSDE(N=10)
+    sde = VPSDE(N=30)
     kwargs = {"shape": (4, 2), **kwargs}
     with pytest.raises(ValueError, match=match):
         sample(sde, RING.score_fn(sde), **kwargs)
 
 
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral_sampling"])
+def test_degenerate_chain_raises(predictor):
+    # DDPM with N = 10 steps has beta_i = beta(t) / 10 up to 2: its steps are not real numbers.
+    sde = VPSDE(N=10)
+    with pytest.raises(ValueError, match=r"discrete chain of VPSDE.*N=10.* is not finite at t=1"):
+        sample(sde, RING.score_fn(sde), (4, 2), predictor=predictor)
+
+
 @pytest.mark.parametrize("sampler", ["em", "pc", "ode"])
 def test_score_of_the_wrong_shape_raises(sampler):
-    sde = VPSDE(N=10)
+    sde = VPSDE(N=30)
     with pytest.raises(ValueError, match=r"score_fn must return a tensor of the input's shape "
                                          r"\(4, 2\), got \(4, 1\)"):
         sample(sde, lambda x, t: -x[:, :1], (4, 2), sampler=sampler)

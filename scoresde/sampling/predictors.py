@@ -82,6 +82,22 @@ class Predictor(abc.ABC):
         """
 
 
+def _check_chain(name: str, sde: SDE, grid: Tensor, coefficients: tuple[Tensor, ...]) -> None:
+    """Raise ``ValueError`` if the chain's coefficients at some grid time are not finite.
+
+    ``coefficients`` are the outputs of one vectorised call of the chain's step on a probe of
+    shape ``(len(grid), 1)``, one row per grid time.
+    """
+    finite = torch.stack([c.reshape(len(grid), -1).isfinite().all(1) for c in coefficients])
+    finite = finite.all(0)
+    if not bool(finite.all()):
+        bad = grid[~finite][0].item()
+        raise ValueError(
+            f"predictor={name!r}: the discrete chain of {sde!r} is not finite at t={bad:.4g} "
+            "(a DDPM chain needs every beta_i = beta(t) T / N < 1); build the SDE with a larger N"
+        )
+
+
 @register_predictor("euler_maruyama")
 class EulerMaruyamaPredictor(Predictor):
     """Euler–Maruyama on the reverse SDE with the grid's own step ``dt_i = t_{i+1} - t_i < 0``::
@@ -110,7 +126,8 @@ class ReverseDiffusionPredictor(Predictor):
 
         x <- x - f_i(x) + G_i^2 s(x, t_i) + G_i z.
 
-    It follows the SDE's ``N``-step chain, so the grid must have ``sde.N`` points.
+    It follows the SDE's ``N``-step chain, so the grid must have ``sde.N`` points; a chain whose
+    steps are not finite (DDPM with ``N < beta_max``) raises ``ValueError`` before any work.
     """
 
     follows_sde_chain = True
@@ -120,6 +137,8 @@ class ReverseDiffusionPredictor(Predictor):
     ):
         super().__init__(sde, score_fn, grid, generator)
         self.reverse = sde.reverse(score_fn)
+        probe = torch.ones((len(grid), 1), dtype=grid.dtype, device=grid.device)
+        _check_chain("reverse_diffusion", sde, grid, sde.discretize(probe, grid))
 
     def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
         rev_f, rev_G = self.reverse.discretize(x, t)
@@ -134,8 +153,9 @@ class AncestralSamplingPredictor(Predictor):
         x <- x_mean(x, s(x, t_i)) + std_i z,    (x_mean, std_i) = sde.ancestral_step(x, t_i, s).
 
     Only SDEs that define :meth:`SDE.ancestral_step` support it; for any other, constructing the
-    predictor raises ``ValueError`` with the SDE's explanation, before any sampling work. It follows
-    the SDE's ``N``-step chain, so the grid must have ``sde.N`` points.
+    predictor raises ``ValueError`` with the SDE's explanation, before any sampling work, as it does
+    for a chain whose steps are not finite (DDPM with ``N <= beta_max``). It follows the SDE's
+    ``N``-step chain, so the grid must have ``sde.N`` points.
     """
 
     follows_sde_chain = True
@@ -144,11 +164,12 @@ class AncestralSamplingPredictor(Predictor):
         self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
     ):
         super().__init__(sde, score_fn, grid, generator)
-        probe = torch.zeros((1, 1), dtype=grid.dtype, device=grid.device)
+        probe = torch.ones((len(grid), 1), dtype=grid.dtype, device=grid.device)
         try:
-            sde.ancestral_step(probe, grid[:1], probe)
+            step = sde.ancestral_step(probe, grid, torch.zeros_like(probe))
         except NotImplementedError as err:
             raise ValueError(f"predictor='ancestral_sampling' is not available: {err}") from err
+        _check_chain("ancestral_sampling", sde, grid, step)
 
     def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
         x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t))
