@@ -43,7 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.sde import SDE, ScoreFn, batch_broadcast, unchecked_times
+from scoresde.sde import SDE, ScoreFn, _positive_int, batch_broadcast, unchecked_times
 
 __all__ = [
     "WEIGHTINGS",
@@ -121,7 +121,7 @@ class ImportanceTimeSampler:
 
     def __init__(self, sde: SDE, eps: float = 1e-5, grid_size: int = 4096):
         eps = _check_eps(sde, eps)
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
+        if _positive_int("grid_size", grid_size) < 2:
             raise ValueError(f"grid_size must be an integer >= 2, got {grid_size!r}")
         self.T, self.eps = float(sde.T), eps
         grid = torch.logspace(math.log10(eps), math.log10(self.T), grid_size, dtype=torch.float64)

@@ -56,6 +56,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.sde import _positive_int
 
 __all__ = [
     "ToyDensity",
@@ -74,12 +75,6 @@ _ENTROPY_SEED = 0
 _GL_NODES, _GL_WEIGHTS = (
     torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(8)
 )
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _entropy_generator(generator: torch.Generator | None) -> torch.Generator:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from scoresde.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from scoresde.sde import _positive_int
 
 __all__ = ["MLPScoreNet"]
 
@@ -89,8 +90,7 @@ class MLPScoreNet(nn.Module):
     ):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            _positive_int(name, value)
         if embedding == "fourier":
             self.embed: nn.Module = GaussianFourierEmbedding(embed_dim, fourier_scale, generator)
         elif embedding == "sinusoidal":
