@@ -13,8 +13,9 @@ forward SDE and its score ``s(x, t) = grad_x log p_t(x)``:
 grid's real size ``(T - eps) / (num_steps - 1)``, that end exactly at ``eps``. The correctors run at
 every grid time, the predictors between them. With the defaults (``num_steps = sde.N``) the
 predictors that follow the SDE's own discrete chain (``reverse_diffusion``, ``ancestral_sampling``)
-take the chain's steps ``N - 1, ..., 1`` at the reference implementation's times, and the final
-step of the chain, whose mean is Tweedie's formula, is the denoising step below.
+take the chain's steps ``N - 1, ..., 1`` at the reference implementation's times; the chain's
+last step, whose mean is Tweedie's formula to first order in the step, is replaced by the
+denoising step below.
 
 **Denoising.** With ``denoise=True`` the sample of ``p_eps`` is replaced by its posterior mean
 ``E[x_0 | x_eps] = (x + sigma(eps)^2 s(x, eps)) / alpha(eps)`` (one more score evaluation).
@@ -24,7 +25,8 @@ step of the chain, whose mean is Tweedie's formula, is the denoising step below.
 num_steps c n_steps`` with ``p``, ``c`` the evaluations per predictor / corrector step (1 or 0);
 fixed-step ODE: ``(num_steps - 1)`` times the method's stages (euler 1, midpoint 2, rk4 4); adaptive
 ODE: as many as the solver needs; plus 1 for denoising. The default ``num_steps = sde.N`` (1000) is
-the reference's and is far more than a fixed-step ODE solver needs (rk4 is accurate in ~50 steps).
+the reference's and is far more than a fixed-step ODE solver needs: on a 2-D mixture rk4 with
+``num_steps=20`` (77 evaluations) is as accurate as dopri5 at ``rtol = atol = 1e-5``.
 """
 
 from __future__ import annotations
