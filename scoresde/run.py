@@ -24,8 +24,9 @@ The run directory (default ``runs/<dataset>-<sde>-<sampler>``) receives::
 ``--mode train`` trains (resuming from the newest checkpoint), ``sample`` draws samples from the
 trained EMA model, ``eval`` measures them and the likelihood, ``all`` (the default) does the three.
 A run directory belongs to one run: a config whose data, model, SDE, training settings or seed
-differ from the stored one is refused unless ``--overwrite`` discards the old run. Sampling and
-evaluation settings may change between invocations.
+differ from those its newest checkpoint was trained with is refused unless ``--overwrite`` discards
+the old run. Sampling and evaluation settings, and ``training.n_iters`` (to train longer), may
+change between invocations.
 
 Bad input (an unknown flag, value or config field, an invalid value, a corrupt checkpoint) prints
 one line, ``scoresde: error: ...``, and exits with status 2 (usage) or 1 (run), without a traceback.
@@ -51,7 +52,7 @@ from ml_collections import ConfigDict
 from torch import nn
 
 from scoresde import metrics, plotting
-from scoresde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
 from scoresde.config import (
     EVAL_STREAM,
     REPOSITORY_CONFIGS,
@@ -238,17 +239,30 @@ def _differences(old: Any, new: Any, name: str = "") -> list[str]:
     return [] if old == new else [f"{name} {old!r} -> {new!r}"]
 
 
-def check_workdir(workdir: Path, config: ConfigDict, overwrite: bool) -> None:
-    """Refuse a workdir that holds another run, unless ``overwrite`` (nothing is changed here).
+def latest_run_checkpoint(workdir: Path) -> Checkpoint | None:
+    """The newest checkpoint in ``workdir``, read and verified, or ``None`` when there is none.
 
     Raises:
-        RunError: the stored config's data, model, SDE, training settings or seed differ.
+        CheckpointError: it is incomplete or corrupt (nothing is changed).
     """
-    stored_path = workdir / CONFIG_FILE
-    if overwrite or not stored_path.is_file():
-        return
-    stored = json.loads(stored_path.read_text())
-    diff = _differences(_identity(stored), _identity(json.loads(config.to_json())))
+    path = latest_checkpoint(workdir / CHECKPOINTS)
+    if path is None:
+        return None
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(
+            err.path, f"{err.reason}; nothing was changed (move {path} aside, or pass --overwrite)"
+        ) from err
+
+
+def check_same_run(checkpoint: Checkpoint, config: ConfigDict, workdir: Path) -> None:
+    """Refuse to continue a run whose checkpoint was trained with a different config.
+
+    Raises:
+        RunError: the checkpoint's data, model, SDE, training settings or seed differ.
+    """
+    diff = _differences(checkpoint.config, _identity(json.loads(config.to_json())))
     if diff:
         raise RunError(
             f"{workdir} holds a run with a different config ({'; '.join(diff)}); pass "
@@ -334,18 +348,10 @@ def train_stage(
     return result.ema_model, section
 
 
-def load_ema_model(config: ConfigDict, workdir: Path) -> nn.Module:
-    """The EMA model of the newest checkpoint in ``workdir``.
-
-    Raises:
-        RunError: there is no checkpoint.
-        CheckpointError: the newest checkpoint is incomplete or corrupt.
-    """
-    path = latest_checkpoint(workdir / CHECKPOINTS)
-    if path is None:
-        raise RunError(f"no trained model in {workdir / CHECKPOINTS}; run with --mode train first")
+def ema_model(config: ConfigDict, checkpoint: Checkpoint) -> nn.Module:
+    """The network of ``config`` with the EMA weights of ``checkpoint``, ready to sample."""
     model = build_model(config)
-    model.load_state_dict(load_checkpoint(path).ema)
+    model.load_state_dict(checkpoint.ema)
     return model.eval().requires_grad_(False)
 
 
@@ -508,8 +514,8 @@ def run(
 ) -> dict[str, Any]:
     """Do ``mode`` for the validated ``config`` in ``workdir``; the metrics written, as a dict.
 
-    Everything that can refuse the run (a workdir of another run, a missing or corrupt checkpoint
-    for ``sample`` and ``eval``) is checked before anything is written.
+    Everything that can refuse the run (a corrupt checkpoint, a checkpoint of another run, no
+    trained model for ``sample`` and ``eval``) is checked before anything is written.
 
     Raises:
         RunError, CheckpointError, ConfigMismatchError, NonFiniteLossError: see :func:`main`.
@@ -522,8 +528,12 @@ def run(
             f"--overwrite discards the trained model, so it needs --mode train or all, not {mode}"
         )
     began = time.perf_counter()
-    check_workdir(workdir, config, overwrite)
-    model = None if trains else load_ema_model(config, workdir)
+    checkpoint = None if overwrite else latest_run_checkpoint(workdir)
+    if checkpoint is not None:
+        check_same_run(checkpoint, config, workdir)
+    if not trains and checkpoint is None:
+        raise RunError(f"no trained model in {workdir / CHECKPOINTS}; run with --mode train first")
+    model = None if trains else ema_model(config, checkpoint)
     if overwrite:
         discard_run(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
