@@ -1,7 +1,7 @@
 """Parameterisations: the one place where a network's output becomes a score.
 
 Under a linear SDE the perturbation kernel is ``x_t = alpha(t) x_0 + sigma(t) eps``,
-``eps ~ N(0, I)`` (``alpha, sigma`` are read as ``sde.marginal_prob(ones, t)``, so any SDE with such
+``eps ~ N(0, I)`` (``alpha, sigma`` come from :meth:`SDE.kernel_coefficients`, so any SDE with such
 a kernel works). A network ``F`` may predict any of four targets; Tweedie's formula,
 ``E[x_0 | x_t] = (x_t + sigma^2 s(x_t, t)) / alpha``, ties them to the score ``s = grad log p_t``::
 
@@ -33,26 +33,11 @@ from torch import Tensor
 
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 
-__all__ = ["PARAMETERIZATIONS", "get_score_fn", "kernel_coefficients"]
+__all__ = ["PARAMETERIZATIONS", "get_score_fn"]
 
 PARAMETERIZATIONS = ("score", "epsilon", "x0", "v")
 
 Network = Callable[[Tensor, Tensor], Tensor]
-
-
-def kernel_coefficients(sde: SDE, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """``alpha(t)``, ``sigma(t)`` of the kernel ``x_t = alpha x_0 + sigma eps``, as ``(B, 1, ...)``.
-
-    Read off the SDE's protocol as ``sde.marginal_prob(ones, t)``.
-
-    Arguments:
-        sde: the forward SDE.
-        t: times ``(B,)``.
-        like: a tensor ``(B, *D)`` whose dtype, device and number of dimensions to match.
-    """
-    ones = torch.ones((t.shape[0], 1), dtype=like.dtype, device=like.device)
-    mean, std = sde.marginal_prob(ones, t)
-    return batch_broadcast(mean.reshape(-1), like), batch_broadcast(std, like)
 
 
 def get_score_fn(
@@ -87,7 +72,7 @@ def get_score_fn(
     data_var = float(data_std) ** 2
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = kernel_coefficients(sde, t, x)
+        alpha, sigma = (batch_broadcast(c, x) for c in sde.kernel_coefficients(t, x.ndim))
         x_in = x * torch.rsqrt(alpha**2 * data_var + sigma**2) if input_scaling else x
         out = model(x_in, t)
         if parameterization == "score":

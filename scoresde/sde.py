@@ -151,6 +151,20 @@ class SDE(abc.ABC):
     def prior_logp(self, z: Tensor) -> Tensor:
         """``log p_T(z)`` per sample, summed over all non-batch dimensions, shape ``(B,)``."""
 
+    def kernel_coefficients(self, t: Tensor, ndim: int = 2) -> tuple[Tensor, Tensor]:
+        """``alpha(t)``, ``sigma(t)`` of the kernel ``p_0t(x_t | x_0) = N(alpha x_0, sigma^2 I)``.
+
+        Read off :meth:`marginal_prob` with ``x_0 = 1``, which is exact for every linear SDE (and
+        every SDE whose kernel mean is ``alpha(t) x_0``). The probe has shape ``(B, 1, ..., 1)``
+        with ``ndim`` dimensions, so it broadcasts like a batch of data ``(B, *D)``.
+
+        Returns:
+            ``(alpha, sigma)``, each of shape ``(B,)``.
+        """
+        probe = torch.ones((t.shape[0],) + (1,) * (ndim - 1), dtype=t.dtype, device=t.device)
+        mean, std = self.marginal_prob(probe, t)
+        return mean.reshape(t.shape[0]), std.reshape(t.shape[0])
+
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """One step of the forward chain ``x_{i+1} = x_i + f_i + G_i z_i``, ``z_i ~ N(0, I)``.
 
@@ -381,6 +395,11 @@ class LinearSDE(SDE):
         dC = self.g(s.flatten()).reshape(s.shape) ** 2 * torch.exp(-2 * F_s)
         C = self._C_grid[i] + 0.5 * (t64 - t0) * (dC * self._weights).sum(-1)
         return (torch.exp(F) * torch.sqrt(self.initial_std**2 + C)).to(t.dtype)
+
+    def kernel_coefficients(self, t: Tensor, ndim: int = 2) -> tuple[Tensor, Tensor]:
+        """``alpha(t)`` and ``sigma(t)``, each ``(B,)``, straight from the closed forms."""
+        self.check_time(t)
+        return self.mean_coeff(t), self.marginal_std(t)
 
     # -- the SDE protocol -------------------------------------------------------------------------
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from user_sde import TimeVaryingOU
 
-from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from scoresde import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.losses import ImportanceTimeSampler, ddpm_loss, dsm_loss, get_loss_fn, smld_loss
 from scoresde.nets import get_model
 from scoresde.score import get_score_fn
@@ -26,6 +26,8 @@ class DDPMKernel:
         i = torch.round(t * (self.sde.N - 1) / self.sde.T).long()
         abar = self.sde.alphas_cumprod.to(x.dtype)[i]
         return abar.sqrt().reshape(-1, *[1] * (x.ndim - 1)) * x, (1 - abar).sqrt()
+
+    kernel_coefficients = SDE.kernel_coefficients  # alpha, sigma read off marginal_prob
 
 
 def _batch_means(fn, K=20, B=2000, seed=0):

@@ -125,7 +125,7 @@ class GaussianMixture:
 
     # -- the perturbed mixture -----------------------------------------------------------------
     def _kernel(self, sde: SDE | None, t: Tensor | None, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``alpha(t)`` and ``sigma(t)`` per sample ``(B,)``, read off ``sde.marginal_prob``."""
+        """``alpha(t)`` and ``sigma(t)`` per sample ``(B,)``, from ``sde.kernel_coefficients``."""
         B = x.shape[0]
         if sde is None:
             if t is not None:
@@ -137,9 +137,8 @@ class GaussianMixture:
         # float64 before anything else: a Python float t must not be rounded to float32 first.
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         t = t.expand(B) if t.ndim == 0 else t
-        probe = torch.ones((B, 1), dtype=torch.float64, device=x.device)
-        alpha, sigma = sde.marginal_prob(probe, t)
-        return alpha.reshape(B).to(torch.float64), sigma.to(torch.float64)
+        alpha, sigma = sde.kernel_coefficients(t)
+        return alpha.to(torch.float64), sigma.to(torch.float64)
 
     def _terms(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-component log-densities ``(B, K)``; rotated residuals and variances ``(B, K, d)``."""

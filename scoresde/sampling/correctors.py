@@ -17,7 +17,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.sampling.coefficients import chain_scale, kernel_coefficients
 from scoresde.sampling.noise import GaussianNoise
 from scoresde.sde import SDE, ScoreFn
 
@@ -44,6 +43,30 @@ def register_corrector(name: str) -> Callable[[type[Corrector]], type[Corrector]
         return cls
 
     return register
+
+
+def chain_scale(sde: SDE, t: Tensor, ndim: int) -> Tensor:
+    """``a_i = (1 + f_i(1))^2``, the squared factor by which one forward step scales the data.
+
+    The Langevin corrector's step size is multiplied by it (Song et al., 2021, Algorithm 4, where
+    it is ``alpha_i = 1 - beta_i`` for DDPM and ``1`` otherwise). Read off :meth:`SDE.discretize`
+    applied to ``x = 1`` (a probe of shape ``(n, 1, ..., 1)`` that broadcasts like a batch of
+    data), with no branching on SDE types, it is exactly ``1 - beta_i`` for the DDPM chain of
+    :class:`~scoresde.VPSDE`, ``1`` for the SMLD chain of :class:`~scoresde.VESDE`, and
+    ``(1 + f(t) dt)^2 ~ 1 - beta(t) dt`` for the Euler–Maruyama chain of
+    :class:`~scoresde.SubVPSDE` or a user's linear SDE (where the reference implementation crashes).
+
+    Arguments:
+        sde: the forward SDE.
+        t: times, shape ``(n,)``, inside ``[0, T]``.
+        ndim: number of dimensions of a batch of data ``(B, *D)``.
+
+    Returns:
+        ``a``, shape ``(n,)``.
+    """
+    probe = torch.ones((t.shape[0],) + (1,) * (ndim - 1), dtype=t.dtype, device=t.device)
+    f, _ = sde.discretize(probe, t)
+    return (1 + f).reshape(t.shape[0], -1).mean(1).pow(2)
 
 
 class Corrector(abc.ABC):
@@ -99,7 +122,7 @@ class LangevinCorrector(Corrector):
 
     where the norms are per-sample Euclidean norms averaged over the batch (as the reference does)
     and ``a_i = (1 + f_i(1))^2`` is the forward chain's squared scale factor, read off
-    :meth:`SDE.discretize` (:func:`~scoresde.sampling.coefficients.chain_scale`): ``1 - beta_i`` for
+    :meth:`SDE.discretize` (:func:`chain_scale`): ``1 - beta_i`` for
     DDPM, ``1`` for SMLD, ``~ 1 - beta(t) dt`` for sub-VP and a user's SDE.
     """
 
@@ -150,7 +173,7 @@ class AnnealedLangevinDynamics(Corrector):
         generator: torch.Generator | None = None,
     ):
         super().__init__(sde, score_fn, grid, ndim, snr=snr, n_steps=n_steps, generator=generator)
-        _, sigma = kernel_coefficients(sde, grid, ndim)
+        _, sigma = sde.kernel_coefficients(grid, ndim)
         self.step = 2 * chain_scale(sde, grid, ndim) * (snr * sigma) ** 2
         self.noise_scale = (2 * self.step).sqrt()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from scoresde.sampling.coefficients import kernel_coefficients
 from scoresde.sde import SDE, ScoreFn
 
 __all__ = ["tweedie_denoise"]
@@ -19,8 +18,8 @@ def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor
     for an SDE whose noise is not small at the sampler's final time. Costs one score evaluation.
 
     Arguments:
-        sde: an SDE with a linear-Gaussian kernel; ``alpha`` and ``sigma`` are read off
-            ``sde.marginal_prob``.
+        sde: an SDE with a linear-Gaussian kernel; ``alpha`` and ``sigma`` come from
+            :meth:`~scoresde.SDE.kernel_coefficients`.
         score_fn: the score ``s(x, t)``.
         x: samples at time ``t``, shape ``(B, *D)``.
         t: the time, a 0-dimensional tensor inside ``[0, T]``.
@@ -28,6 +27,6 @@ def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor
     Returns:
         the denoised samples, shape ``(B, *D)``.
     """
-    alpha, sigma = kernel_coefficients(sde, t.reshape(1), x.ndim)
+    alpha, sigma = sde.kernel_coefficients(t.reshape(1), x.ndim)
     score = score_fn(x, t.expand(x.shape[0]))
     return (x + sigma**2 * score) / alpha
