@@ -579,3 +579,21 @@ def test_times_outside_0_T_raise_unless_unchecked(kind, bad_t):
         sde.sde(x, t)
     with pytest.raises(ValueError):  # and it is back on afterwards
         sde.marginal_prob(x, t)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ndim", [2, 4])
+def test_kernel_coefficients_are_the_kernel_of_marginal_prob(kind, ndim):
+    """``(alpha, sigma)`` equal the mean of ``marginal_prob(x0)`` divided by ``x0`` and its std, for
+    the closed forms of LinearSDE subclasses and the base class's probe alike (float64, 1e-14)."""
+    sde = DEFAULT_SDES[kind]
+    t = torch.tensor([1e-5, 0.01, 0.5, 1.0], dtype=F64)
+    alpha, sigma = sde.kernel_coefficients(t, ndim)
+    assert alpha.shape == sigma.shape == (4,)
+    x0 = torch.full((4,) + (3,) * (ndim - 1), 2.5, dtype=F64)
+    mean, std = sde.marginal_prob(x0, t)
+    torch.testing.assert_close(alpha, mean.flatten(1)[:, 0] / 2.5, rtol=1e-14, atol=0)
+    torch.testing.assert_close(sigma, std, rtol=1e-14, atol=0)
+    base_alpha, base_sigma = SDE.kernel_coefficients(sde, t, ndim)  # the derived probe
+    torch.testing.assert_close(alpha, base_alpha, rtol=1e-14, atol=0)
+    torch.testing.assert_close(sigma, base_sigma, rtol=1e-14, atol=0)
