@@ -14,11 +14,12 @@ and, integrating from ``eps`` to ``T`` with ``x(eps) = x`` and ``z = x(T)``::
     log p_eps(x) = log p_T(z) + int_eps^T div_x v(x(t), t) dt.
 
 :func:`log_likelihood` solves the augmented ODE ``d(x, delta)/dt = (v, div v)``, ``delta(eps) = 0``,
-with torchdiffeq and returns ``sde.prior_logp(z) + delta(T)``: the density of the model defined by
-``score_fn`` with the prior in place of the true ``p_T``. The divergence is the exact Jacobian trace
-(one vector-Jacobian product per data dimension) or Hutchinson's estimator ``E[u^T (dv/dx) u]``
-with ``E[u u^T] = I`` (Grathwohl et al., 2019), whose probes stay fixed along the trajectory so
-that the estimate of ``log p_eps(x)`` is unbiased. :func:`bits_per_dim` turns it into the
+with :func:`scoresde.odeint.odeint_within` (torchdiffeq, never evaluating outside ``[eps, T]``)
+and returns ``sde.prior_logp(z) + delta(T)``: the density of the model defined by ``score_fn``
+with the prior in place of the true ``p_T``. The divergence is the exact Jacobian trace (one
+vector-Jacobian product per data dimension) or Hutchinson's estimator ``E[u^T (dv/dx) u]`` with
+``E[u u^T] = I`` (Grathwohl et al., 2019), whose probes stay fixed along the trajectory so that
+the estimate of ``log p_eps(x)`` is unbiased. :func:`bits_per_dim` turns it into the
 dequantised bits per dimension of data on a discrete grid.
 """
 
@@ -29,23 +30,16 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
+from scoresde.odeint import ADAPTIVE_METHODS, FIXED_METHODS, ODE_METHODS, odeint_within
 from scoresde.sde import SDE, ScoreFn, unchecked_times
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
-#: torchdiffeq's Runge-Kutta methods with error control; ``rtol``/``atol`` set their accuracy.
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-#: torchdiffeq's fixed-grid Runge-Kutta methods; ``num_steps`` sets their accuracy.
-FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4")
+#: The former name of :data:`scoresde.odeint.FIXED_METHODS`, still imported by ``scoresde.config``.
+FIXED_STEP_METHODS = FIXED_METHODS
 TRACES = ("exact", "hutchinson")
 PROBES = ("gaussian", "rademacher")
-
-# The adaptive solvers' first step, as a fraction of ``T - eps``. Passing it stops torchdiffeq's
-# start-up heuristic (Hairer et al., II.4), which probes the ODE at ``eps + h0`` for an ``h0`` of
-# ``0.01 |x| / |v|`` that can lie far beyond ``T`` (for a VE SDE, ``|v|`` is tiny near ``eps``).
-_FIRST_STEP_FRACTION = 1e-2
 
 
 class LikelihoodResult(NamedTuple):
@@ -179,15 +173,15 @@ def log_likelihood(
     ``-KL(p_T || prior)``. To see the two apart, ask for ``return_info`` and recombine
     ``delta_logp`` with any other ``log p_T(z)``.
 
-    The score is only ever evaluated at times in ``[eps, T]``: adaptive methods are made to land
-    on ``T`` rather than step past it and interpolate, and start with a step of ``(T - eps) / 100``
-    instead of torchdiffeq's start-up probe. Step sizes are chosen for the whole batch (the error
-    norm is over every sample), so a sample's value depends slightly, within the tolerance, on
-    the rest of its batch.
+    The score is only ever evaluated at times in ``[eps, T]`` (the guard of
+    :func:`scoresde.odeint.odeint_within`: adaptive methods land on ``T`` rather than step past
+    it and interpolate, and no probe of torchdiffeq's leaves the interval). Step sizes are chosen
+    for the whole batch (the error norm is over every sample), so a sample's value depends
+    slightly, within the tolerance, on the rest of its batch.
 
     Defaults: ``dopri5`` with ``rtol = atol = 1e-5``. On a 2D mixture with the exact score its
-    error is 2e-5 to 4e-5 nats with 85 (VP) to 145 (VE) score evaluations; ``1e-4`` costs 60 to
-    105 evaluations for about 4e-4 nats, and ``rk4`` needs about 20 steps (80 evaluations) for
+    error is 2e-5 to 4e-5 nats with 86 (VP) to 146 (VE) score evaluations; ``1e-4`` costs 60 to
+    105 evaluations for 3e-4 to 4e-4 nats, and ``rk4`` needs about 20 steps (80 evaluations) for
     1e-3 nats (see ``benchmarks/likelihood.py``). ``eps = 1e-5`` as the reference implementation.
 
     Arguments:
@@ -215,7 +209,7 @@ def log_likelihood(
         ``logp`` of shape ``(B,)`` and dtype of ``x``, or a :class:`LikelihoodResult`. Not
         differentiable: the ODE is solved without a graph through the solver.
     """
-    _check_choice("method", method, ADAPTIVE_METHODS + FIXED_STEP_METHODS)
+    _check_choice("method", method, ODE_METHODS)
     _check_choice("trace", trace, TRACES)
     _check_choice("probe", probe, PROBES)
     _check_count("n_probes", n_probes, 1)
@@ -226,7 +220,7 @@ def log_likelihood(
         raise ValueError(f"eps must be a number in (0, T) = (0, {T}), got {eps!r}")
     if method in ADAPTIVE_METHODS and num_steps is not None:
         raise ValueError(
-            f"num_steps is for the fixed-step methods {FIXED_STEP_METHODS}; method={method!r} "
+            f"num_steps is for the fixed-step methods {FIXED_METHODS}; method={method!r} "
             f"chooses its steps from rtol and atol, got num_steps={num_steps!r}"
         )
     if num_steps is not None:
@@ -241,18 +235,15 @@ def log_likelihood(
     probes = None if trace == "exact" else _draw_probes(probe, n_probes, x, generator)
     dynamics = _AugmentedDynamics(sde, score_fn, probes)
     times = torch.tensor([eps, T], dtype=torch.float64, device=x.device)
-    if method in ADAPTIVE_METHODS:
-        # step_t makes the step that would cross T end on it, so no stage is evaluated past T.
-        options = {"step_t": times[1:], "first_step": _FIRST_STEP_FRACTION * (T - eps)}
-    else:
+    grid = None
+    if method in FIXED_METHODS:
         steps = sde.N if num_steps is None else num_steps
         grid = torch.linspace(eps, T, steps + 1, dtype=torch.float64, device=x.device)
         grid[0], grid[-1] = times[0], times[1]
-        options = {"grid_constructor": lambda func, y0, t: grid}
     state = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     with torch.no_grad(), unchecked_times():
-        xs, deltas = odeint(
-            dynamics, state, times, rtol=rtol, atol=atol, method=method, options=options
+        xs, deltas = odeint_within(
+            dynamics, state, times, method=method, rtol=rtol, atol=atol, grid=grid
         )
     z, delta_logp = xs[-1], deltas[-1]
     prior_logp = sde.prior_logp(z)
