@@ -89,10 +89,14 @@ def _positive_int(name: str, value: int) -> int:
     return int(value)
 
 
+def _positive_number(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 def _increasing_range(lo_name: str, lo: float, hi_name: str, hi: float) -> None:
-    for name, value in ((lo_name, lo), (hi_name, hi)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    _positive_number(lo_name, lo)
+    _positive_number(hi_name, hi)
     if not lo < hi:
         raise ValueError(f"{lo_name} must be < {hi_name}, got {lo_name}={lo!r}, {hi_name}={hi!r}")
 
@@ -138,14 +142,13 @@ class SDE(abc.ABC):
 
     @abc.abstractmethod
     def prior_sampling(
-        self,
-        shape: Sequence[int],
-        generator: torch.Generator | None = None,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
+        self, shape: Sequence[int], generator: torch.Generator | None = None
     ) -> Tensor:
-        """Draw ``shape[0]`` samples of shape ``shape[1:]`` from the prior ``p_T``."""
+        """Draw ``shape[0]`` samples of shape ``shape[1:]`` from the prior ``p_T``.
+
+        Samplers call it with these two arguments only and cast the result to the dtype and device
+        they were asked for; an implementation may accept more (keyword-only) arguments.
+        """
 
     @abc.abstractmethod
     def prior_logp(self, z: Tensor) -> Tensor:
@@ -309,11 +312,25 @@ class LinearSDE(SDE):
             if f is None or g is None:
                 raise ValueError("LinearSDE needs both f and g (or a subclass that defines them)")
             self._tabulate(_positive_int("grid_size", grid_size))
+        elif type(self).f is LinearSDE.f or type(self).g is LinearSDE.g:
+            raise ValueError(
+                "LinearSDE needs the coefficients f and g: pass LinearSDE(f, g), or subclass it "
+                "and define f(t) and g(t)"
+            )
         self._prior_std = prior_std
+        self._table_cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 
     @property
     def T(self) -> float:
         return self._T
+
+    def _discrete_table(self, name: str, like: Tensor) -> Tensor:
+        """The discrete model's table ``self.<name>`` in ``like``'s device and dtype, cast once
+        (not at every step of a sampler: a copy to an accelerator would also synchronise it)."""
+        key = (name, like.device, like.dtype)
+        if key not in self._table_cache:
+            self._table_cache[key] = getattr(self, name).to(like.device, like.dtype)
+        return self._table_cache[key]
 
     @property
     def prior_std(self) -> float:
@@ -336,7 +353,6 @@ class LinearSDE(SDE):
         nodes, weights = np.polynomial.legendre.leggauss(8)
         nodes = torch.as_tensor(nodes, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
-        self._nodes, self._weights = nodes, weights
         grid = torch.linspace(0.0, self.T, n + 1, dtype=torch.float64)
         a, h = grid[:-1], grid[1:] - grid[:-1]
         # F on the grid: Gauss-Legendre on each interval, then a cumulative sum.
@@ -356,16 +372,26 @@ class LinearSDE(SDE):
                 (0.5 * h * (integrand * weights).sum(1)).cumsum(0),
             ]
         )
-        self._grid, self._F_grid, self._C_grid = grid, F_grid, C_grid
+        cpu = {"grid": grid, "F": F_grid, "C": C_grid, "nodes": nodes, "weights": weights}
+        self._tables: dict[torch.device, dict[str, Tensor]] = {grid.device: cpu}
+
+    def _tables_on(self, device: torch.device) -> dict[str, Tensor]:
+        """The quadrature tables (grid, F, C, Gauss-Legendre nodes and weights) on ``device``,
+        copied there once."""
+        if device not in self._tables:
+            cpu = self._tables[torch.device("cpu")]
+            self._tables[device] = {name: table.to(device) for name, table in cpu.items()}
+        return self._tables[device]
 
     def _cell(self, t: Tensor) -> Tensor:
         """Index ``i`` of the grid interval ``[t_i, t_{i+1}]`` that holds ``t``."""
-        grid = self._grid
+        grid = self._tables_on(t.device)["grid"]
         return torch.searchsorted(grid, t.clamp(0, self.T), right=True).clamp(1, len(grid) - 1) - 1
 
-    def _hermite(self, values: Tensor, slope: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
-        """Cubic Hermite interpolation of tabulated ``values`` with exact derivative ``slope``."""
-        grid = self._grid
+    def _hermite(self, name: str, slope: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+        """Cubic Hermite interpolation of the table ``name`` with exact derivative ``slope``."""
+        tables = self._tables_on(t.device)
+        grid, values = tables["grid"], tables[name]
         i = self._cell(t)
         t0, t1 = grid[i], grid[i + 1]
         h = t1 - t0
@@ -377,7 +403,7 @@ class LinearSDE(SDE):
     def log_mean_coeff(self, t: Tensor) -> Tensor:
         """``log alpha(t) = int_0^t f(s) ds``, shape ``(B,)``."""
         t64 = t.to(torch.float64)
-        return self._hermite(self._F_grid, self.f, t64).to(t.dtype)
+        return self._hermite("F", self.f, t64).to(t.dtype)
 
     def mean_coeff(self, t: Tensor) -> Tensor:
         """``alpha(t)``, the scale of the data in the kernel ``N(alpha(t) x0, sigma(t)^2 I)``."""
@@ -386,14 +412,15 @@ class LinearSDE(SDE):
     def marginal_std(self, t: Tensor) -> Tensor:
         """``sigma(t)``, the std of the kernel ``N(alpha(t) x0, sigma(t)^2 I)``, shape ``(B,)``."""
         t64 = t.to(torch.float64)
-        F = self._hermite(self._F_grid, self.f, t64)
+        tables = self._tables_on(t.device)
+        F = self._hermite("F", self.f, t64)
         i = self._cell(t64)
-        t0 = self._grid[i]
+        t0 = tables["grid"][i]
         # Gauss-Legendre nodes on [t_i, t], shape (*t.shape, q)
-        s = t0[..., None] + 0.5 * (t64 - t0)[..., None] * (self._nodes + 1)
-        F_s = self._hermite(self._F_grid, self.f, s.flatten()).reshape(s.shape)
+        s = t0[..., None] + 0.5 * (t64 - t0)[..., None] * (tables["nodes"] + 1)
+        F_s = self._hermite("F", self.f, s.flatten()).reshape(s.shape)
         dC = self.g(s.flatten()).reshape(s.shape) ** 2 * torch.exp(-2 * F_s)
-        C = self._C_grid[i] + 0.5 * (t64 - t0) * (dC * self._weights).sum(-1)
+        C = tables["C"][i] + 0.5 * (t64 - t0) * (dC * tables["weights"]).sum(-1)
         return (torch.exp(F) * torch.sqrt(self.initial_std**2 + C)).to(t.dtype)
 
     def kernel_coefficients(self, t: Tensor, ndim: int = 2) -> tuple[Tensor, Tensor]:
@@ -420,7 +447,9 @@ class LinearSDE(SDE):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """``z ~ N(0, prior_std^2 I)``."""
+        """``z ~ N(0, prior_std^2 I)``, on the generator's device unless ``device`` is given."""
+        if device is None and generator is not None:
+            device = generator.device
         z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
         return z * self.prior_std
 
@@ -443,6 +472,16 @@ def _discrete_index(sde: SDE, t: Tensor) -> Tensor:
 
 
 _COSINE_S = 0.008
+
+
+def _linear_beta(beta_0: float, beta_1: float, t: Tensor) -> Tensor:
+    """``beta(t) = beta_0 + t (beta_1 - beta_0)``."""
+    return beta_0 + t * (beta_1 - beta_0)
+
+
+def _linear_integrated_beta(beta_0: float, beta_1: float, t: Tensor) -> Tensor:
+    """``B(t) = int_0^t beta = beta_0 t + (beta_1 - beta_0) t^2 / 2``."""
+    return beta_0 * t + 0.5 * (beta_1 - beta_0) * t**2
 
 
 class VPSDE(LinearSDE):
@@ -475,7 +514,11 @@ class VPSDE(LinearSDE):
         super().__init__(N=N, prior_std=1.0)
         if schedule not in ("linear", "cosine"):
             raise ValueError(f"schedule must be one of 'linear', 'cosine', got {schedule!r}")
-        _increasing_range("beta_min", beta_min, "beta_max", beta_max)
+        if schedule == "linear":
+            _increasing_range("beta_min", beta_min, "beta_max", beta_max)
+        else:  # the cosine schedule only uses beta_max, its clip
+            _positive_number("beta_min", beta_min)
+            _positive_number("beta_max", beta_max)
         self.beta_0, self.beta_1, self.schedule = float(beta_min), float(beta_max), schedule
         if schedule == "cosine":
             a = math.pi / (2 * (1 + _COSINE_S))
@@ -500,7 +543,7 @@ class VPSDE(LinearSDE):
     def beta(self, t: Tensor) -> Tensor:
         """``beta(t)``, shape ``(B,)``."""
         if self.schedule == "linear":
-            return self.beta_0 + t * (self.beta_1 - self.beta_0)
+            return _linear_beta(self.beta_0, self.beta_1, t)
         u = self._u0 + self._a * t
         return torch.where(
             t < self._t_c, 2 * self._a * torch.tan(u.clamp(max=math.pi / 2 - 1e-6)), self.beta_1
@@ -515,7 +558,7 @@ class VPSDE(LinearSDE):
     def integrated_beta(self, t: Tensor) -> Tensor:
         """``B(t) = int_0^t beta(s) ds``, shape ``(B,)``."""
         if self.schedule == "linear":
-            return self.beta_0 * t + 0.5 * (self.beta_1 - self.beta_0) * t**2
+            return _linear_integrated_beta(self.beta_0, self.beta_1, t)
         tc = torch.clamp(t, max=self._t_c)
         # B = -2 log(cos(u0 + a t) / cos(u0)), with the ratio's distance from 1 written as
         # -2 sin(u0 + a t / 2) sin(a t / 2) / cos(u0) so that B keeps its relative precision as
@@ -535,7 +578,7 @@ class VPSDE(LinearSDE):
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """DDPM: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``."""
         i = _discrete_index(self, t)
-        beta = self.discrete_betas.to(x.device, x.dtype)[i]
+        beta = self._discrete_table("discrete_betas", x)[i]
         f = batch_broadcast(torch.sqrt(1 - beta), x) * x - x
         return f, torch.sqrt(beta)
 
@@ -545,7 +588,7 @@ class VPSDE(LinearSDE):
         ``x_mean = (x + beta_i s) / sqrt(1 - beta_i)`` and ``std = sqrt(beta_i)``.
         """
         i = _discrete_index(self, t)
-        beta = self.discrete_betas.to(x.device, x.dtype)[i]
+        beta = self._discrete_table("discrete_betas", x)[i]
         b = batch_broadcast(beta, x)
         return (x + b * score) / torch.sqrt(1 - b), torch.sqrt(beta)
 
@@ -556,26 +599,40 @@ class VPSDE(LinearSDE):
         )
 
 
-class SubVPSDE(VPSDE):
+class SubVPSDE(LinearSDE):
     """Sub-VP SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw``.
 
     Same mean as the VP SDE, ``alpha(t) = exp(-B(t)/2)``, with a variance bounded by the VP's:
-    ``sigma(t)^2 = (1 - exp(-B(t)))^2``. Linear ``beta`` schedule; prior ``N(0, I)``.
-    It has no discrete model of its own, so it uses the Euler–Maruyama :meth:`discretize`.
+    ``sigma(t)^2 = (1 - exp(-B(t)))^2``. Linear ``beta(t) = beta_min + t (beta_max - beta_min)``;
+    prior ``N(0, I)``. It has no discrete model of its own, so it uses the Euler–Maruyama
+    :meth:`discretize` and has no ancestral step.
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
-        super().__init__(beta_min=beta_min, beta_max=beta_max, N=N, schedule="linear")
+        super().__init__(N=N, prior_std=1.0)
+        _increasing_range("beta_min", beta_min, "beta_max", beta_max)
+        self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
+
+    def beta(self, t: Tensor) -> Tensor:
+        """``beta(t)``, shape ``(B,)``."""
+        return _linear_beta(self.beta_0, self.beta_1, t)
+
+    def integrated_beta(self, t: Tensor) -> Tensor:
+        """``B(t) = int_0^t beta(s) ds``, shape ``(B,)``."""
+        return _linear_integrated_beta(self.beta_0, self.beta_1, t)
+
+    def f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
 
     def g(self, t: Tensor) -> Tensor:
         return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self.integrated_beta(t)))
 
+    def log_mean_coeff(self, t: Tensor) -> Tensor:
+        return -0.5 * self.integrated_beta(t)
+
     def marginal_std(self, t: Tensor) -> Tensor:
         """``1 - exp(-B(t))``."""
         return -torch.expm1(-self.integrated_beta(t))
-
-    discretize = SDE.discretize
-    ancestral_step = SDE.ancestral_step
 
     def __repr__(self) -> str:
         return f"SubVPSDE(beta_min={self.beta_0}, beta_max={self.beta_1}, N={self.N})"
@@ -617,7 +674,7 @@ class VESDE(LinearSDE):
 
     def _sigma_pair(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         i = _discrete_index(self, t)
-        sigmas = self.discrete_sigmas.to(x.device, x.dtype)
+        sigmas = self._discrete_table("discrete_sigmas", x)
         sigma = sigmas[i]
         adjacent = torch.where(i == 0, torch.zeros_like(sigma), sigmas[(i - 1).clamp(min=0)])
         return sigma, adjacent

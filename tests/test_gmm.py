@@ -334,3 +334,12 @@ def test_bad_queries_raise(mixture):
         mixture.log_prob(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):  # the SDE's own check
         mixture.score(x, 1.5, VPSDE())
+
+
+def test_to_moves_every_parameter_and_keeps_the_original():
+    gm = GaussianMixture.ring(5)
+    moved = gm.to("meta")
+    assert all(p.device.type == "meta" for p in (moved.weights, moved.means, moved.eigvals))
+    assert gm.means.device.type == "cpu"
+    x = torch.zeros(3, 2, dtype=torch.float64, device="meta")
+    assert moved.score(x).device.type == "meta"

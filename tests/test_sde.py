@@ -597,3 +597,39 @@ def test_kernel_coefficients_are_the_kernel_of_marginal_prob(kind, ndim):
     base_alpha, base_sigma = SDE.kernel_coefficients(sde, t, ndim)  # the derived probe
     torch.testing.assert_close(alpha, base_alpha, rtol=1e-14, atol=0)
     torch.testing.assert_close(sigma, base_sigma, rtol=1e-14, atol=0)
+
+
+def test_linear_sde_without_coefficients_raises():
+    with pytest.raises(ValueError, match="LinearSDE needs the coefficients f and g"):
+        LinearSDE()
+
+
+def test_linear_sde_tables_follow_the_device_of_t():
+    """The quadrature tables are copied to ``t``'s device; the 'meta' device stands in for an
+    accelerator (shapes and devices only), so a table left on the CPU would raise here."""
+    sde = SDE_FACTORIES["linear-fg"]()
+    t = torch.tensor([0.1, 0.5], device="meta")
+    assert sde.marginal_std(t).device.type == "meta"
+    assert sde.mean_coeff(t).device.type == "meta"
+
+
+def test_subvp_has_no_discrete_model():
+    """Sub-VP has no DDPM chain of its own: no tables a discrete loss could silently borrow."""
+    sde = SubVPSDE()
+    assert not hasattr(sde, "discrete_betas") and not hasattr(sde, "alphas_cumprod")
+
+
+def test_cosine_schedule_ignores_beta_min():
+    a = VPSDE(beta_min=30.0, beta_max=20.0, schedule="cosine")
+    b = VPSDE(beta_min=0.1, beta_max=20.0, schedule="cosine")
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    torch.testing.assert_close(a.marginal_std(t), b.marginal_std(t), rtol=0, atol=0)
+
+
+def test_discrete_tables_are_cast_once_per_dtype():
+    sde = VPSDE(N=100)
+    x = torch.ones(3, 2, dtype=F64)
+    t = torch.full((3,), 0.5, dtype=F64)
+    sde.discretize(x, t)
+    table = sde._discrete_table("discrete_betas", x)
+    assert table.dtype == F64 and sde._discrete_table("discrete_betas", x) is table

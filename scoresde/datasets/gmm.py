@@ -20,6 +20,7 @@ density.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -99,6 +100,18 @@ class GaussianMixture:
         self.eigvals = eigvals  # (K, d)
         self.eigvecs = eigvecs  # (K, d, d) or None for diagonal covariances
         self.dim = d
+
+    def to(self, device: torch.device | str) -> GaussianMixture:
+        """This mixture with its parameters on ``device`` (a new object; ``self`` is unchanged).
+
+        Queries move the parameters to the points' device when they differ, so a mixture used on
+        an accelerator should be moved there once rather than copied at every call.
+        """
+        moved = copy.copy(self)
+        for name in ("weights", "means", "eigvals", "eigvecs"):
+            value = getattr(self, name)
+            setattr(moved, name, None if value is None else value.to(device))
+        return moved
 
     @property
     def num_components(self) -> int:
