@@ -19,8 +19,9 @@ and returns ``sde.prior_logp(z) + delta(T)``: the density of the model defined b
 with the prior in place of the true ``p_T``. The divergence is the exact Jacobian trace (one
 vector-Jacobian product per data dimension) or Hutchinson's estimator ``E[u^T (dv/dx) u]`` with
 ``E[u u^T] = I`` (Grathwohl et al., 2019), whose probes stay fixed along the trajectory so that
-the estimate of ``log p_eps(x)`` is unbiased. :func:`bits_per_dim` turns it into the
-dequantised bits per dimension of data on a discrete grid.
+the estimate of ``log p_eps(x)`` is unbiased; by default the exact trace up to
+:data:`EXACT_TRACE_MAX_DIM` dimensions and Hutchinson's above. :func:`bits_per_dim` turns it into
+the dequantised bits per dimension of data on a discrete grid.
 """
 
 from __future__ import annotations
@@ -28,18 +29,32 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from scoresde.odeint import ADAPTIVE_METHODS, FIXED_METHODS, ODE_METHODS, odeint_within
+from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, unchecked_times
 
-__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
+__all__ = ["EXACT_TRACE_MAX_DIM", "LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
 #: The former name of :data:`scoresde.odeint.FIXED_METHODS`, still imported by ``scoresde.config``.
 FIXED_STEP_METHODS = FIXED_METHODS
-TRACES = ("exact", "hutchinson")
+TRACES = ("auto", "exact", "hutchinson")
 PROBES = ("gaussian", "rademacher")
+
+EXACT_TRACE_MAX_DIM = 16
+"""The largest data dimension ``D = prod(x.shape[1:])`` for which ``trace="auto"`` is exact.
+
+The exact trace costs ``D`` vector-Jacobian products per evaluation of the ODE, Hutchinson's
+``n_probes``. For a two-hidden-layer MLP score (width 256, 256 points, CPU) one likelihood with the
+exact trace took 2.6 (D = 4), 4.4 (8), 7.8 (16), 15 (32) and 30 (64) times as long as with one
+Hutchinson probe. Up to ``D = 16`` that price, under 10x, buys values free of Hutchinson's noise:
+0.3 to 1 nat per sample with one probe on Gaussian mixtures of 4 to 16 dimensions, which would take
+~100 probes to bring to 0.1 nat. Above it the price grows in proportion to ``D`` (1500x for a
+32x32 RGB image) while the probe noise averages out over a data set.
+"""
 
 
 class LikelihoodResult(NamedTuple):
@@ -58,29 +73,18 @@ class LikelihoodResult(NamedTuple):
     z: Tensor
     #: Number of calls of ``score_fn`` (each on the whole batch).
     nfe: int
+    #: The divergence used: ``"exact"`` or ``"hutchinson"`` (what ``trace="auto"`` chose).
+    trace: str
 
 
 class _AugmentedDynamics:
     """The right-hand side ``(x, delta) -> (v(x, t), div v(x, t))`` of the augmented ODE.
 
-    Counts its calls of ``score_fn`` in :attr:`nfe`. ``probes`` is ``None`` for the exact trace or
-    ``(n_probes, B, *D)`` fixed Hutchinson probes.
+    ``probes`` is ``None`` for the exact trace or ``(n_probes, B, *D)`` fixed Hutchinson probes.
     """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, probes: Tensor | None):
-        self.nfe = 0
-
-        def counted_score(x: Tensor, t: Tensor) -> Tensor:
-            self.nfe += 1
-            score = score_fn(x, t)
-            if not score.requires_grad:
-                raise RuntimeError(
-                    "score_fn's output carries no gradient with respect to x; it must be "
-                    "differentiable in x (do not compute it under torch.no_grad() or detach it)"
-                )
-            return score
-
-        self.flow = sde.reverse(counted_score, probability_flow=True)
+        self.flow = sde.reverse(score_fn, probability_flow=True)
         self.probes = probes
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -133,14 +137,15 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_count(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def log_likelihood(
@@ -152,7 +157,7 @@ def log_likelihood(
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    trace: str = "exact",
+    trace: str = "auto",
     n_probes: int = 1,
     probe: str = "rademacher",
     num_steps: int | None = None,
@@ -186,33 +191,41 @@ def log_likelihood(
 
     Arguments:
         sde: the forward SDE; only its protocol (``sde``, ``prior_logp``, ``T``) is used.
-        score_fn: ``(x, t) -> score``, differentiable in ``x`` (autograd), treating samples
-            independently.
+        score_fn: ``(x, t) -> score`` of the shape of ``x``, differentiable in ``x`` (autograd),
+            treating samples independently.
         x: data points ``(B, *D)``, floating point; the ODE is solved in ``x.dtype``.
         eps: the start time, in ``(0, T)``.
         method: an adaptive torchdiffeq method (``"dopri5"``, ``"dopri8"``, ``"bosh3"``,
             ``"fehlberg2"``, ``"adaptive_heun"``) or a fixed-step one (``"euler"``,
             ``"midpoint"``, ``"heun2"``, ``"heun3"``, ``"rk4"``).
         rtol, atol: relative and absolute tolerances of adaptive methods.
-        trace: ``"exact"`` (``prod(D)`` vector-Jacobian products per evaluation: for low
-            dimension) or ``"hutchinson"`` (``n_probes`` of them: unbiased, noisy).
+        trace: ``"exact"`` (``D = prod(x.shape[1:])`` vector-Jacobian products per evaluation:
+            for low dimension), ``"hutchinson"`` (``n_probes`` of them: unbiased, noisy) or
+            ``"auto"``: exact if ``D <=`` :data:`EXACT_TRACE_MAX_DIM` (16), else Hutchinson.
         n_probes: Hutchinson probes per sample, averaged.
         probe: ``"rademacher"`` (entries ``+-1``; its variance ``2 sum_{i != j} A_ij^2``, with
             ``A`` the symmetrised Jacobian, never exceeds the Gaussian's ``2 sum_ij A_ij^2``) or
             ``"gaussian"``. Drawn once per call from ``generator`` and fixed along the trajectory.
-        num_steps: steps of a fixed-step method on a uniform grid over ``[eps, T]``; default
-            ``sde.N``. Not accepted by adaptive methods.
-        generator: the source of the Hutchinson probes.
+        num_steps: the number of *steps* of a fixed-step method, on the uniform grid
+            ``linspace(eps, T, num_steps + 1)`` (``num_steps + 1`` grid times); default ``sde.N``.
+            Not accepted by adaptive methods. (:func:`scoresde.sample` counts grid *times*
+            instead: its ``num_steps`` times make ``num_steps - 1`` steps.)
+        generator: the source of the Hutchinson probes (nothing is drawn for the exact trace).
         return_info: return a :class:`LikelihoodResult` instead of ``logp``.
 
     Returns:
         ``logp`` of shape ``(B,)`` and dtype of ``x``, or a :class:`LikelihoodResult`. Not
         differentiable: the ODE is solved without a graph through the solver.
+
+    Raises:
+        ValueError: for a bad argument (naming it and what is allowed), or a ``score_fn`` whose
+            output does not have the shape of ``x``.
+        RuntimeError: for a ``score_fn`` whose output carries no gradient with respect to ``x``.
     """
     _check_choice("method", method, ODE_METHODS)
     _check_choice("trace", trace, TRACES)
     _check_choice("probe", probe, PROBES)
-    _check_count("n_probes", n_probes, 1)
+    n_probes = _check_count("n_probes", n_probes, 1)
     _check_positive("rtol", rtol)
     _check_positive("atol", atol)
     T = float(sde.T)
@@ -224,7 +237,7 @@ def log_likelihood(
             f"chooses its steps from rtol and atol, got num_steps={num_steps!r}"
         )
     if num_steps is not None:
-        _check_count("num_steps", num_steps, 1)
+        num_steps = _check_count("num_steps", num_steps, 1)
     if not (isinstance(x, Tensor) and x.is_floating_point() and x.ndim >= 2 and x.shape[0] > 0):
         described = (
             f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x)
@@ -232,8 +245,11 @@ def log_likelihood(
         raise ValueError(f"x must be a floating-point tensor of shape (B, *D), got a {described}")
 
     x = x.detach()
+    if trace == "auto":
+        trace = "exact" if x[0].numel() <= EXACT_TRACE_MAX_DIM else "hutchinson"
     probes = None if trace == "exact" else _draw_probes(probe, n_probes, x, generator)
-    dynamics = _AugmentedDynamics(sde, score_fn, probes)
+    counted = CountedScore(score_fn, require_grad=True)
+    dynamics = _AugmentedDynamics(sde, counted, probes)
     times = torch.tensor([eps, T], dtype=torch.float64, device=x.device)
     grid = None
     if method in FIXED_METHODS:
@@ -249,7 +265,7 @@ def log_likelihood(
     prior_logp = sde.prior_logp(z)
     logp = prior_logp + delta_logp
     if return_info:
-        return LikelihoodResult(logp, prior_logp, delta_logp, z, dynamics.nfe)
+        return LikelihoodResult(logp, prior_logp, delta_logp, z, counted.calls, trace)
     return logp
 
 

@@ -1,0 +1,55 @@
+"""Calls of a user's score function, counted and checked: what samplers and likelihoods report.
+
+:func:`scoresde.sample` and :func:`scoresde.log_likelihood` both take any ``score_fn(x, t)`` and
+report how many times they called it (``nfe``). Both wrap it in one :class:`CountedScore`, which
+counts every call exactly (one call on a batch is one evaluation, whatever the batch size) and
+checks the first answer, so that a score of the wrong shape fails loudly instead of broadcasting
+into wrong numbers (a ``(B, 1)`` score times a ``(B, D)`` tensor is a ``(B, D)`` tensor).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from scoresde.sde import ScoreFn
+
+__all__ = ["CountedScore"]
+
+
+class CountedScore:
+    """``score_fn`` itself, counting its calls in :attr:`calls` and checking its first answer.
+
+    Arguments:
+        score_fn: the score ``s(x, t)``, ``x`` of shape ``(B, *D)`` and ``t`` of shape ``(B,)``.
+        require_grad: also require that the first answer carries a gradient with respect to its
+            input (the likelihood differentiates the score in ``x``).
+
+    Raises (on the first call):
+        ValueError: if the answer is not a tensor of the shape of ``x``.
+        RuntimeError: with ``require_grad``, if the answer does not require a gradient (the score
+            was computed under ``torch.no_grad()`` or detached).
+    """
+
+    def __init__(self, score_fn: ScoreFn, *, require_grad: bool = False):
+        self.score_fn = score_fn
+        self.require_grad = require_grad
+        self.calls = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        score = self.score_fn(x, t)
+        if self.calls == 0:
+            self._check(x, score)
+        self.calls += 1
+        return score
+
+    def _check(self, x: Tensor, score: Tensor) -> None:
+        if not isinstance(score, Tensor) or score.shape != x.shape:
+            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+            raise ValueError(
+                f"score_fn must return a tensor of the input's shape {tuple(x.shape)}, got {got}"
+            )
+        if self.require_grad and not score.requires_grad:
+            raise RuntimeError(
+                "score_fn's output carries no gradient with respect to x; it must be "
+                "differentiable in x (do not compute it under torch.no_grad() or detach it)"
+            )
