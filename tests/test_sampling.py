@@ -2,28 +2,41 @@
 
 Every sampler x predictor x corrector x SDE (VP, sub-VP, VE and the user-defined
 ``TimeVaryingOU``) starts from the prior and, with the oracle's exact score, must reproduce an
-8-mode ring: the cross-entropy gap ``mean(-log p_data(samples)) - H(p_data)`` must be small and
-every mode must hold its weight 1/8. Then: exact score-evaluation counts, determinism, no time
-outside ``[eps, T]`` ever reaching the score or the SDE, Tweedie denoising against the closed-form
-posterior mean, trajectories, shapes, dtypes and every bad argument.
+8-mode ring: the cross-entropy gap ``mean(-log p_data(samples)) - H(p_data)`` must equal its
+measured discretisation bias within Monte-Carlo error, and every mode must hold its weight 1/8.
+The correctors are also checked alone, at a fixed time, for leaving exact samples of ``p_t``
+(nearly) where they are, and every predictor and corrector step against its formula. Then: exact
+score-evaluation counts, determinism, no time outside ``[eps, T]`` ever reaching the score or the
+SDE, grids that a chain-following predictor cannot follow, Tweedie denoising against the
+closed-form posterior mean, trajectories, shapes, dtypes and every bad argument.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from user_sde import TimeVaryingOU
 
 from scoresde import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
-from scoresde.sampling import CORRECTORS, PREDICTORS, sample
+from scoresde.sampling import (
+    CORRECTORS,
+    PREDICTORS,
+    Corrector,
+    Predictor,
+    register_corrector,
+    register_predictor,
+    sample,
+)
 
 RING = GaussianMixture.ring(8)  # radius 4, std 0.5: neighbouring modes 3.06 = 6.1 std apart
 N_SAMPLES = 3000
+F64 = torch.float64
 
 # Grid sizes. The stochastic samplers' bias is first order in the step: 100 steps keep VP, sub-VP
-# and VE within 0.11 nats; the user's OU process is stiffer (g(t)^2 = 8 theta(t) reaches 64, VP's
+# and VE within 0.1 nats; the user's OU process is stiffer (g(t)^2 = 8 theta(t) reaches 64, VP's
 # beta(t) only 20) and needs 400 for the same.
 SDES = {
     "vp": lambda N=100: VPSDE(N=N),
@@ -38,26 +51,47 @@ SDES = {
 EPS = {"vp": None, "subvp": None, "ve": None, "user": 1e-4}
 HAS_CHAIN = {"vp": True, "subvp": False, "ve": True, "user": False}
 
-PC = [(p, c) for p in sorted(PREDICTORS) for c in sorted(CORRECTORS) if (p, c) != ("none", "none")]
-
-# Tolerances. Monte Carlo with 3000 samples: the gap has standard error std(log p) / sqrt(3000)
-# ~ 1.0 / 55 = 0.018 nats, a mode weight sqrt(1/8 * 7/8 / 3000) = 0.006. Each tolerance is the
-# discretisation bias measured at these step counts (mean over 4 seeds) plus about 3 standard
-# errors.
-WEIGHT_TOL = 0.03  # 5 standard errors; no combination shows a bias in the weights (max seen 0.02)
-# Predictor-driven samplers and the ODE: bias <= 0.06 (VP, sub-VP, ODE dopri5 / rk4 <= 0.01),
-# largest for VE reverse diffusion (+0.10), VE Euler ODE at 100 steps (-0.11) and the OU (+0.10).
-GAP_TOL = 0.17
 # Corrector-only sampling (predictor 'none') has no transport step: it needs several MCMC steps per
-# time and keeps the unadjusted-Langevin bias of its step size. Measured at 50 times x 10 steps:
-# Langevin (snr 0.3) 0.08-0.18, ALD (snr 0.5) 0.05-0.20 ...
+# time, on a coarser grid of 50 times.
 CORRECTOR_ONLY = {"langevin": {"snr": 0.3, "n_steps": 10}, "ald": {"snr": 0.5, "n_steps": 10}}
 CORRECTOR_ONLY_N = 50
-CORRECTOR_ONLY_GAP_TOL = 0.3
-# ... except ALD on the OU process (1.30): its step 2 (snr sigma(t))^2 shrinks with the kernel std,
-# so at small t it cannot follow the OU's growing data scale 1/alpha(t) (alpha(0.1) = 0.78). The
-# modes are found (weights within tolerance) but sit too close to the centre.
-ALD_ON_OU_GAP_TOL = 1.5
+
+# The measured bias of the cross-entropy gap, in nats: the mean over seeds 1-6 of 3000 samples each
+# (entropy from 200k samples, seed 0), with the step counts above. A run passes if its gap is
+# within 4 Monte-Carlo standard errors of its case's bias; the standard error std(log p) /
+# sqrt(3000) is measured on the run itself: 0.017 to 0.021 nats (0.038 for ALD alone on the OU).
+# The spread of the 6 seeds' gaps (0.007 to 0.023) agrees with it; the biases themselves are
+# known to ~0.008 (spread / sqrt(6)). None: the SDE has no ancestral step (tested to raise).
+#   case                         vp      sub-VP  VE      user (OU)
+GAP_BIAS = {
+    "euler_maruyama+none":         (+0.039, +0.043, +0.036, +0.101),
+    "euler_maruyama+langevin":     (+0.027, +0.031, +0.034, +0.092),
+    "euler_maruyama+ald":          (+0.024, +0.027, +0.012, +0.094),
+    "reverse_diffusion+none":      (+0.048, +0.043, +0.096, +0.102),
+    "reverse_diffusion+langevin":  (+0.028, +0.031, +0.035, +0.094),
+    "reverse_diffusion+ald":       (+0.035, +0.025, +0.055, +0.095),
+    "ancestral_sampling+none":     (+0.032,   None, -0.040,   None),
+    "ancestral_sampling+langevin": (+0.026,   None, +0.033,   None),
+    "ancestral_sampling+ald":      (+0.028,   None, -0.038,   None),
+    "none+langevin":               (+0.083, +0.084, +0.084, +0.176),
+    "none+ald":                    (+0.142, +0.199, +0.048, +1.305),
+    "em":                          (+0.039, +0.043, +0.036, +0.101),
+    "ode-dopri5":                  (+0.003, +0.004, +0.002, -0.002),
+    "ode-rk4-20":                  (+0.004, +0.004, +0.004, -0.012),
+    "ode-euler":                   (+0.023, +0.026, -0.108, +0.061),
+}
+# The first-order bias of the stochastic samplers is +0.02 to +0.05 at 100 steps (VE reverse
+# diffusion +0.10; the OU +0.09 to +0.10 at 400), the ODE's 0.00 with dopri5 and rk4, while Euler
+# on the ODE with 100 steps is off by -0.11 (VE) to +0.06 (OU). Unadjusted Langevin keeps a bias
+# of its step size: the corrector-only rows. ALD alone on the OU (+1.31) is no recovery: its step
+# 2 (snr sigma(t))^2 shrinks with the kernel std, so at small t its 10 steps per time cannot keep
+# up with the OU's fast-growing data scale 1/alpha(t) (alpha(0.1) = 0.79, against VP's 0.95) and
+# the ring comes out too small; it stays out of the quality matrix and is checked on its own
+# (test_ald_alone_on_the_ou).
+WEIGHT_TOL = 0.03  # 5 standard errors sqrt(1/8 * 7/8 / 3000) = 0.006; the largest seen is 0.02
+
+PC = [(p, c) for p in sorted(PREDICTORS) for c in sorted(CORRECTORS) if (p, c) != ("none", "none")]
+PC_CASES = [(name, p, c) for name in SDES for p, c in PC if (name, p, c) != ("user", "none", "ald")]
 
 
 @pytest.fixture(scope="module")
@@ -67,35 +101,46 @@ def ring_entropy() -> float:
     return entropy
 
 
-def check_mixture(x: torch.Tensor, entropy: float, gap_tol: float) -> None:
+def check_mixture(x: torch.Tensor, entropy: float, bias: float) -> None:
+    """The gap is ``bias`` within 4 standard errors; every mode's weight is 1/8."""
     assert x.shape == (N_SAMPLES, 2) and torch.isfinite(x).all()
-    gap = float(-RING.log_prob(x).mean()) - entropy
+    log_p = RING.log_prob(x)
+    gap = float(-log_p.mean()) - entropy
+    se = float(log_p.std()) / math.sqrt(N_SAMPLES)
     weight_error = float((RING.mode_weights(x) - 1 / RING.num_components).abs().max())
-    assert abs(gap) <= gap_tol, f"cross-entropy gap {gap:.4f} > {gap_tol}"
+    assert abs(gap - bias) <= 4 * se, f"cross-entropy gap {gap:.4f}, bias {bias} +- 4 x {se:.4f}"
     assert weight_error <= WEIGHT_TOL, f"mode weight error {weight_error:.4f} > {WEIGHT_TOL}"
 
 
-# -- every combination recovers the mixture -----------------------------------------------------
-@pytest.mark.parametrize("sde_name", list(SDES))
-@pytest.mark.parametrize("predictor,corrector", PC)
-def test_pc_recovers_mixture(sde_name, predictor, corrector, ring_entropy):
+def pc_run(sde_name: str, predictor: str, corrector: str, seed: int = 1) -> torch.Tensor:
     kwargs = dict(predictor=predictor, corrector=corrector, eps=EPS[sde_name])
-    tol = GAP_TOL
     if predictor == "none":
         sde = SDES[sde_name](CORRECTOR_ONLY_N)
         kwargs.update(CORRECTOR_ONLY[corrector])
-        tol = CORRECTOR_ONLY_GAP_TOL
-        if (sde_name, corrector) == ("user", "ald"):
-            tol = ALD_ON_OU_GAP_TOL
     else:
         sde = SDES[sde_name]()
+    g = torch.Generator().manual_seed(seed)
+    return sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), generator=g, **kwargs)
+
+
+# -- every combination recovers the mixture -----------------------------------------------------
+@pytest.mark.parametrize(
+    "sde_name,predictor,corrector", PC_CASES, ids=["-".join(case) for case in PC_CASES]
+)
+def test_pc_recovers_mixture(sde_name, predictor, corrector, ring_entropy):
     if predictor == "ancestral_sampling" and not HAS_CHAIN[sde_name]:
+        sde = SDES[sde_name]()
         with pytest.raises(ValueError, match="ancestral sampling needs a discrete Markov chain"):
-            sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), **kwargs)
+            sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), predictor=predictor)
         return
-    g = torch.Generator().manual_seed(1)
-    x = sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), generator=g, **kwargs)
-    check_mixture(x, ring_entropy, tol)
+    bias = GAP_BIAS[f"{predictor}+{corrector}"][list(SDES).index(sde_name)]
+    check_mixture(pc_run(sde_name, predictor, corrector), ring_entropy, bias)
+
+
+def test_ald_alone_on_the_ou(ring_entropy):
+    # What ALD alone does achieve on the OU: every mode found with its weight, on a ring that lags
+    # behind the data's growing scale (GAP_BIAS), by the measured amount within 4 standard errors.
+    check_mixture(pc_run("user", "none", "ald"), ring_entropy, GAP_BIAS["none+ald"][3])
 
 
 ODE_CASES = {
@@ -113,7 +158,223 @@ def test_em_and_ode_recover_mixture(sde_name, case, ring_entropy):
     g = torch.Generator().manual_seed(2)
     kwargs = ODE_CASES[case]
     x = sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), generator=g, eps=EPS[sde_name], **kwargs)
-    check_mixture(x, ring_entropy, GAP_TOL)
+    check_mixture(x, ring_entropy, GAP_BIAS[case][list(SDES).index(sde_name)])
+
+
+# -- correctors: stationarity at a fixed time, and one step of each against its formula ----------
+def exact_perturbed(sde: SDE, t: float, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` exact samples of ``p_t``: ``alpha(t) x_0 + sigma(t) z``, ``x_0`` from the oracle."""
+    alpha, sigma = (c.item() for c in sde.kernel_coefficients(torch.tensor([t], dtype=F64)))
+    return alpha * RING.sample(n, g) + sigma * torch.randn(n, 2, generator=g, dtype=F64)
+
+
+# Unadjusted Langevin with step e leaves a Gaussian N(m, v) slightly too wide: its stationary
+# variance is v / (1 - e / (2 v)), a cross-entropy gap of r / (1 - r) with r = e / (2 v) in 2-D.
+# For the ring's modes (v = alpha^2 / 4 + sigma^2) that predicts, with a ~ 1:
+#   langevin, snr 0.16: e ~ 2 snr^2 v, r = snr^2 = 0.026 -> +0.026 (4x step: +0.114)
+#   ald, snr 0.5: e = 2 (snr sigma)^2, r = snr^2 sigma^2 / v
+#       VP t = 0.05 (sigma 0.17): +0.028 (4x step: +0.12; sigma for sigma^2: +0.19)
+#       VE t = 0.378 (sigma 0.25): +0.053 (4x step: +0.25; sigma for sigma^2: +0.25)
+# Measured after 40 steps from exact samples (10k, mean over seeds 1-3; entropy of p_t from 100k
+# exact samples, standard error 0.003): the biases below, within 0.005 of the prediction; under
+# the mutations: langevin 4x +0.111 / +0.113, ald 4x +0.126 / +0.250, ald sigma +0.191 / +0.250.
+# A run must be within 4 standard errors (std(log p_t) / sqrt(10k) = 0.010) of its bias.
+STATIONARITY = {
+    # (corrector, sde, t, snr): measured bias
+    ("langevin", "vp", 0.05, 0.16): 0.023,
+    ("langevin", "ve", 0.378, 0.16): 0.026,
+    ("ald", "vp", 0.05, 0.5): 0.025,
+    ("ald", "ve", 0.378, 0.5): 0.057,
+}
+
+
+@pytest.mark.parametrize("case", list(STATIONARITY), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_corrector_keeps_exact_samples_of_p_t(case):
+    corrector, sde_name, t, snr = case
+    sde = {"vp": VPSDE(), "ve": VESDE()}[sde_name]
+    n, steps = 10_000, 40
+    entropy = float(-RING.log_prob(exact_perturbed(sde, t, 100_000, torch.Generator()
+                                                    .manual_seed(99)), t, sde).mean())
+    g = torch.Generator().manual_seed(1)
+    x = exact_perturbed(sde, t, n, g)
+    grid = torch.tensor([t], dtype=F64)
+    step = CORRECTORS[corrector](sde, RING.score_fn(sde), grid, generator=g, snr=snr)
+    for _ in range(steps):
+        x = step.update(x, grid.expand(n), 0)
+    log_p = RING.log_prob(x, t, sde)
+    gap, se = float(-log_p.mean()) - entropy, float(log_p.std()) / math.sqrt(n)
+    assert abs(gap - STATIONARITY[case]) <= 4 * se, f"gap {gap:.4f} +- {se:.4f}"
+
+
+def vp_chain(sde: VPSDE, t: float) -> tuple[float, float]:
+    """By hand: the DDPM beta_k of the step at t (the reference's k = floor(t (N - 1) / T), betas
+    linspace(beta_min / N, beta_max / N, N)), and the VP kernel's sigma(t)."""
+    k = math.floor(t * (sde.N - 1))
+    beta_k = (0.1 + k * (20.0 - 0.1) / (sde.N - 1)) / sde.N
+    sigma = math.sqrt(1 - math.exp(-(0.1 * t + 0.5 * (20.0 - 0.1) * t**2)))
+    return beta_k, sigma
+
+
+def ve_chain(sde: VESDE, t: float) -> tuple[float, float]:
+    """By hand: sigma_k and sigma_{k-1} of the SMLD step at t (sigma_k = 0.01 * 5000^(k/(N-1)))."""
+    k = math.floor(t * (sde.N - 1))
+    return tuple(0.01 * 5000 ** (j / (sde.N - 1)) for j in (k, k - 1))
+
+
+def one_step(kind: str, name: str, sde: SDE, x: torch.Tensor, i: int, grid: torch.Tensor,
+             score_fn, snr: float = 0.16) -> torch.Tensor:
+    """One update of the named predictor or corrector, with noise from generator seed 5."""
+    table = PREDICTORS if kind == "predictor" else CORRECTORS
+    options = {"snr": snr} if kind == "corrector" else {}
+    step = table[name](sde, score_fn, grid, generator=torch.Generator().manual_seed(5), **options)
+    return step.update(x.clone(), grid[i].expand(x.shape[0]), i)
+
+
+# The DDPM betas and SMLD sigmas are tabulated in float32 (the SMLD step's noise scale
+# sqrt(sigma_k^2 - sigma_{k-1}^2) is then off by up to 1e-6, relative); the formulas are float64.
+STEP_TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def test_each_step_is_its_formula():
+    # The formulas written out with closed-form coefficients; z is the first draw of seed 5.
+    N, B, i = 100, 64, 37
+    g = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(B, 2, generator=g, dtype=F64)
+    z = torch.randn(B, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    grid = torch.linspace(1.0, 1e-3, N, dtype=F64)
+    t = grid[i].item()
+    norm = lambda v: v.norm(dim=1).mean()  # noqa: E731 (the batch-mean norm of Algorithm 4)
+
+    vp = VPSDE(N=N)
+    s = RING.score(x, torch.full((B,), t, dtype=F64), vp)
+    beta_k, sigma = vp_chain(vp, t)
+    beta_t, dt = 0.1 + t * (20.0 - 0.1), (grid[i + 1] - grid[i]).item()
+    expected = {
+        ("predictor", "euler_maruyama"):
+            x + (-0.5 * beta_t * x - beta_t * s) * dt + math.sqrt(beta_t * -dt) * z,
+        ("predictor", "reverse_diffusion"):
+            (2 - math.sqrt(1 - beta_k)) * x + beta_k * s + math.sqrt(beta_k) * z,
+        ("predictor", "ancestral_sampling"):
+            (x + beta_k * s) / math.sqrt(1 - beta_k) + math.sqrt(beta_k) * z,
+        ("corrector", "langevin"): None,  # below: its step depends on the norms
+        ("corrector", "ald"):
+            x + 2 * (1 - beta_k) * (0.16 * sigma) ** 2 * s
+            + math.sqrt(4 * (1 - beta_k) * (0.16 * sigma) ** 2) * z,
+    }
+    e = 2 * (1 - beta_k) * (0.16 * norm(z) / norm(s)) ** 2
+    expected["corrector", "langevin"] = x + e * s + (2 * e).sqrt() * z
+    for (kind, name), want in expected.items():
+        got = one_step(kind, name, vp, x, i, grid, RING.score_fn(vp))
+        torch.testing.assert_close(got, want, **STEP_TOL, msg=f"VP {kind} {name}")
+
+    ve = VESDE(N=N)
+    s = RING.score(x, torch.full((B,), t, dtype=F64), ve)
+    sigma_k, sigma_prev = ve_chain(ve, t)
+    var_step = sigma_k**2 - sigma_prev**2
+    sigma_t = 0.01 * 5000**t  # ALD uses the kernel's sigma(t), not the chain's sigma_k
+    e = 2 * (0.16 * norm(z) / norm(s)) ** 2  # a = 1: SMLD does not scale the data
+    expected = {
+        ("predictor", "reverse_diffusion"): x + var_step * s + math.sqrt(var_step) * z,
+        ("predictor", "ancestral_sampling"):
+            x + var_step * s + math.sqrt(sigma_prev**2 * var_step / sigma_k**2) * z,
+        ("corrector", "langevin"): x + e * s + (2 * e).sqrt() * z,
+        ("corrector", "ald"): x + 2 * (0.16 * sigma_t) ** 2 * s + 2 * 0.16 * sigma_t * z,
+    }
+    for (kind, name), want in expected.items():
+        got = one_step(kind, name, ve, x, i, grid, RING.score_fn(ve))
+        torch.testing.assert_close(got, want, **STEP_TOL, msg=f"VE {kind} {name}")
+
+
+def test_langevin_with_a_zero_score_does_not_move():
+    # A zero-initialised network returns s = 0: the step 2 a (snr ||z|| / ||s||)^2 is 0 / 0. The
+    # sample must stay where it is, not turn into NaN.
+    sde = VPSDE(N=30)
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    grid = torch.linspace(1.0, 1e-3, 30)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    assert torch.equal(one_step("corrector", "langevin", sde, x, 3, grid, zero), x)
+    for predictor in ("none", "reverse_diffusion"):
+        out = sample(sde, zero, (16, 2), predictor=predictor, corrector="langevin", denoise=False,
+                     generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out).all()
+
+
+def test_custom_predictor_and_corrector_by_name():
+    # A predictor and a corrector are registered with the base classes' one constructor: the
+    # predictor tabulates on the grid in prepare(), the corrector halves the sample.
+    @register_predictor("test-rescale")
+    class Rescale(Predictor):
+        def prepare(self, grid, ndim):
+            self.ratio = grid[1:] / grid[:-1]
+
+        def update(self, x, t, i):
+            return x.mul_(self.ratio[i])
+
+    @register_corrector("test-halve")
+    class Halve(Corrector):
+        def update(self, x, t, i):
+            return x.mul_(0.5)
+
+    try:
+        sde = VPSDE(N=10)
+        prior = sde.prior_sampling((8, 2), torch.Generator().manual_seed(0))
+        out = sample(sde, RING.score_fn(sde), (8, 2), predictor="test-rescale",
+                     corrector="test-halve", n_steps=2, num_steps=5, eps=0.2, denoise=False,
+                     generator=torch.Generator().manual_seed(0))
+        # The grid ratios multiply to eps / T; 5 times x 2 halvings.
+        torch.testing.assert_close(out, prior * 0.2 * 0.5**10)
+    finally:
+        del PREDICTORS["test-rescale"], CORRECTORS["test-halve"]
+
+
+# -- a chain-following predictor needs a grid that takes each chain step once --------------------
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral_sampling"])
+@pytest.mark.parametrize("sde", [VPSDE(N=200), VESDE(N=200)], ids=["vp", "ve"])
+def test_chain_predictors_refuse_an_eps_that_repeats_chain_steps(sde, predictor):
+    # On linspace(1, 0.3, 200) the step index floor(t * 199) repeats 59 steps and never reaches
+    # steps 0-58: the samples would be wrong (+0.17 nats). It is refused before any work.
+    calls = []
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    with pytest.raises(ValueError, match=r"only for eps < T / \(N - 1\) = 0.005025, got eps=0.3"):
+        sample(sde, lambda x, t: calls.append(t) or -x, (4, 2), predictor=predictor, eps=0.3,
+               generator=g)
+    assert calls == [] and torch.equal(g.get_state(), state)
+    steps = sde.discretize(torch.ones(199, 1), torch.linspace(1.0, 0.3, 200)[:-1])[1]
+    assert steps.unique().numel() == 140  # the criterion of the test below does see the repeats
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("N", [30, 200])
+@pytest.mark.parametrize("inner", [VPSDE, VESDE])
+def test_accepted_grids_take_each_chain_step_once(inner, N, dtype):
+    # With the SDE's own step lookup on the sampler's own grid tensor: at the largest eps allowed
+    # and at the default, the N - 1 predictor steps use N - 1 different chain steps (the steps'
+    # noise scales G_k are strictly monotone in k, so distinct values are distinct steps).
+    for eps in (0.999 / (N - 1), inner.sampling_eps):
+        sde = RecordingSDE(inner(N=N))
+        sample(sde, RING.score_fn(sde.inner), (4, 2), corrector="none", eps=eps, dtype=dtype,
+               denoise=False, generator=torch.Generator().manual_seed(0))
+        step_times = torch.stack([t[0] for t in sde.times if t.shape == (4,)])
+        assert len(step_times) == N - 1
+        _, G = sde.inner.discretize(torch.ones(N - 1, 1, dtype=dtype), step_times)
+        assert G.unique().numel() == N - 1
+
+
+def test_user_sde_with_the_issue_prior_signature():
+    # TimeVaryingOU.prior_sampling(shape, generator=None) has no dtype or device: the sampler
+    # draws with that signature and casts, for every sampler.
+    sde = TimeVaryingOU(N=20)
+    for kwargs in ({"sampler": "em"}, {"sampler": "pc"}, {"sampler": "ode", "method": "rk4"}):
+        result = sample(sde, RING.score_fn(sde), (8, 2), dtype=F64, device="cpu",
+                        trajectory_times=[1.0], return_info=True,
+                        generator=torch.Generator().manual_seed(0), **kwargs)
+        assert result.samples.dtype == F64 and torch.isfinite(result.samples).all()
+    # The kept state at T (em: no corrector) is the SDE's own draw, cast.
+    prior = sde.prior_sampling((8, 2), torch.Generator().manual_seed(0))
+    em = sample(sde, RING.score_fn(sde), (8, 2), sampler="em", dtype=F64, trajectory_times=[1.0],
+                return_info=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(em.trajectory[0], prior.to(F64))
 
 
 def test_ancestral_error_comes_before_any_work():
@@ -166,6 +427,13 @@ def test_nfe_is_exact(kwargs, expected, denoise):
     result = sample(sde, score, (50, 2), num_steps=n, denoise=denoise, return_info=True,
                     generator=torch.Generator().manual_seed(0), **kwargs)
     assert result.nfe == len(score.times) == expected(n) + denoise
+
+
+def test_numpy_integers_are_counts():
+    sde = VPSDE(N=np.int64(30))
+    result = sample(sde, RING.score_fn(sde), (np.int64(8), 2), num_steps=np.int64(30),
+                    n_steps=np.int64(2), return_info=True)
+    assert result.samples.shape == (8, 2) and result.nfe == 29 + 2 * 30 + 1
 
 
 def test_nfe_of_adaptive_ode_counts_every_call():
@@ -221,8 +489,8 @@ class RecordingSDE(SDE):
     def ancestral_step(self, x, t, score):
         return self.inner.ancestral_step(x, self._seen(t), score)
 
-    def prior_sampling(self, shape, generator=None, *, dtype=None, device=None):
-        return self.inner.prior_sampling(shape, generator, dtype=dtype, device=device)
+    def prior_sampling(self, shape, generator=None):
+        return self.inner.prior_sampling(shape, generator)
 
     def prior_logp(self, z):
         return self.inner.prior_logp(z)
@@ -356,7 +624,7 @@ def test_dtype_is_kept_and_results_are_plain_tensors(dtype, ring_entropy):
                generator=torch.Generator().manual_seed(5))
     assert x.dtype == dtype and not x.is_inference()
     x.requires_grad_()  # usable with autograd (inference tensors are not)
-    check_mixture(x.detach(), ring_entropy, GAP_TOL)
+    check_mixture(x.detach(), ring_entropy, GAP_BIAS["reverse_diffusion+langevin"][0])
 
 
 def test_score_that_needs_autograd():

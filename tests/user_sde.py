@@ -38,8 +38,9 @@ class TimeVaryingOU(SDE):
         mean = alpha.reshape(-1, *([1] * (x.ndim - 1))) * x
         return mean, self.s * torch.sqrt(1 - alpha**2)
 
-    def prior_sampling(self, shape, generator=None, *, dtype=None, device=None):
-        return self.s * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    def prior_sampling(self, shape, generator=None):
+        # Exactly the signature: samplers cast and move the draw themselves.
+        return self.s * torch.randn(tuple(shape), generator=generator)
 
     def prior_logp(self, z):
         d = z[0].numel()

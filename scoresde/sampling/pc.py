@@ -5,8 +5,8 @@ time and predicted from each grid time to the next::
 
     x ~ p_T
     for i = 0, ..., n - 1:
-        x <- corrector(x, t_i)                  (n_steps MCMC steps at t_i)
-        if i < n - 1: x <- predictor(x, t_i)    (t_i -> t_{i+1})
+        repeat n_steps times: x <- corrector(x, t_i)    (one MCMC step at t_i)
+        if i < n - 1: x <- predictor(x, t_i)            (t_i -> t_{i+1})
 
 so the sample that leaves the loop is one of ``p_eps``. Euler–Maruyama sampling is this loop with
 the ``euler_maruyama`` predictor and no corrector.
@@ -29,6 +29,7 @@ def pc_loop(
     grid: Tensor,
     predictor: Predictor,
     corrector: Corrector,
+    n_steps: int,
     keep: Sequence[int] = (),
 ) -> tuple[Tensor, list[Tensor]]:
     """Run the predictor–corrector loop from ``x ~ p_T`` along ``grid``.
@@ -41,7 +42,8 @@ def pc_loop(
         x: the prior sample at ``t_0 = T``, shape ``(B, *D)``; it is updated in place.
         grid: the times ``t_0 = T > ... > t_{n-1} = eps``, shape ``(n,)``.
         predictor: moves a sample from ``t_i`` to ``t_{i+1}``.
-        corrector: corrects a sample at ``t_i``.
+        corrector: corrects a sample at ``t_i``, one MCMC step per call.
+        n_steps: corrector steps per grid time, >= 0.
         keep: increasing grid indices at which to keep a copy of the (corrected) sample.
 
     Returns:
@@ -52,7 +54,8 @@ def pc_loop(
     kept: list[Tensor] = []
     for i in range(last + 1):
         t = grid[i].expand(batch)
-        x = corrector.update(x, t, i)
+        for _ in range(n_steps):
+            x = corrector.update(x, t, i)
         if i in kept_at:
             kept.append(x.clone())
         if i < last:

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from scoresde.sampling.chain import chain_probe, check_chain_finite
 from scoresde.sampling.noise import GaussianNoise
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 
@@ -49,24 +50,47 @@ def register_predictor(name: str) -> Callable[[type[Predictor]], type[Predictor]
 class Predictor(abc.ABC):
     """A step of a reverse-time solver along a decreasing time grid.
 
+    Predictors and correctors are built with the same arguments (correctors add ``snr``): a new
+    one is a subclass that implements :meth:`update` and, if it tabulates coefficients on the grid
+    or must refuse an SDE before sampling, :meth:`prepare`.
+
     Arguments:
         sde: the forward SDE.
         score_fn: the score ``s(x, t)``.
-        grid: the times ``t_0 = T > t_1 > ... > t_{n-1} = eps``, shape ``(n,)``.
+        grid: the times ``t_0 = T > t_1 > ... > t_{n-1} = eps``, shape ``(n,)``; per-time
+            coefficients may be tabulated on it once.
+        ndim: number of dimensions of a batch of data ``(B, *D)``: probes that read coefficients
+            off the SDE have this many, so they broadcast as the data do.
         generator: the source of all randomness.
     """
 
-    #: Whether the predictor follows the SDE's own ``N``-step discrete chain, and so needs
-    #: ``len(grid) == sde.N`` for its steps to line up with the chain's.
+    #: Whether the predictor follows the SDE's own ``N``-step discrete chain, and so needs a grid
+    #: that takes the chain's steps one per grid time, which :func:`scoresde.sample` checks with
+    #: :func:`~scoresde.sampling.chain.check_chain_grid`.
     follows_sde_chain: ClassVar[bool] = False
 
     def __init__(
-        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+        self,
+        sde: SDE,
+        score_fn: ScoreFn,
+        grid: Tensor,
+        *,
+        ndim: int = 2,
+        generator: torch.Generator | None = None,
     ):
         self.sde = sde
         self.score_fn = score_fn
-        self.grid = grid
         self.noise = GaussianNoise(generator)
+        self.prepare(grid, ndim)
+
+    def prepare(self, grid: Tensor, ndim: int) -> None:  # noqa: B027 (optional hook)
+        """Tabulate per-time coefficients on ``grid`` and check that the SDE supports the
+        predictor, once, before any sampling work (the constructor's last act). Default: nothing.
+
+        Arguments:
+            grid: the times of the constructor, shape ``(n,)``.
+            ndim: the constructor's number of dimensions of a batch of data.
+        """
 
     @abc.abstractmethod
     def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
@@ -82,22 +106,6 @@ class Predictor(abc.ABC):
         """
 
 
-def _check_chain(name: str, sde: SDE, grid: Tensor, coefficients: tuple[Tensor, ...]) -> None:
-    """Raise ``ValueError`` if the chain's coefficients at some grid time are not finite.
-
-    ``coefficients`` are the outputs of one vectorised call of the chain's step on a probe of
-    shape ``(len(grid), 1)``, one row per grid time.
-    """
-    finite = torch.stack([c.reshape(len(grid), -1).isfinite().all(1) for c in coefficients])
-    finite = finite.all(0)
-    if not bool(finite.all()):
-        bad = grid[~finite][0].item()
-        raise ValueError(
-            f"predictor={name!r}: the discrete chain of {sde!r} is not finite at t={bad:.4g} "
-            "(a DDPM chain needs every beta_i = beta(t) T / N < 1); build the SDE with a larger N"
-        )
-
-
 @register_predictor("euler_maruyama")
 class EulerMaruyamaPredictor(Predictor):
     """Euler–Maruyama on the reverse SDE with the grid's own step ``dt_i = t_{i+1} - t_i < 0``::
@@ -105,11 +113,8 @@ class EulerMaruyamaPredictor(Predictor):
         x <- x + [f(x, t_i) - g(t_i)^2 s(x, t_i)] dt_i + g(t_i) sqrt(-dt_i) z,    z ~ N(0, I).
     """
 
-    def __init__(
-        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
-    ):
-        super().__init__(sde, score_fn, grid, generator)
-        self.reverse = sde.reverse(score_fn)
+    def prepare(self, grid: Tensor, ndim: int) -> None:
+        self.reverse = self.sde.reverse(self.score_fn)
         self.dt = grid.diff()
         self.sqrt_minus_dt = (-self.dt).sqrt()
 
@@ -126,19 +131,17 @@ class ReverseDiffusionPredictor(Predictor):
 
         x <- x - f_i(x) + G_i^2 s(x, t_i) + G_i z.
 
-    It follows the SDE's ``N``-step chain, so the grid must have ``sde.N`` points; a chain whose
-    steps are not finite (DDPM with ``N < beta_max``) raises ``ValueError`` before any work.
+    It follows the SDE's ``N``-step chain, so the grid must take the chain's steps one per grid
+    time (``N`` points, ``eps < T / (N - 1)``); a chain whose steps are not finite (DDPM with
+    ``N < beta_max``) raises ``ValueError`` before any work.
     """
 
     follows_sde_chain = True
 
-    def __init__(
-        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
-    ):
-        super().__init__(sde, score_fn, grid, generator)
-        self.reverse = sde.reverse(score_fn)
-        probe = torch.ones((len(grid), 1), dtype=grid.dtype, device=grid.device)
-        _check_chain("reverse_diffusion", sde, grid, sde.discretize(probe, grid))
+    def prepare(self, grid: Tensor, ndim: int) -> None:
+        self.reverse = self.sde.reverse(self.score_fn)
+        steps = self.sde.discretize(chain_probe(grid, ndim), grid)
+        check_chain_finite("reverse_diffusion", self.sde, grid, steps)
 
     def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
         rev_f, rev_G = self.reverse.discretize(x, t)
@@ -155,21 +158,19 @@ class AncestralSamplingPredictor(Predictor):
     Only SDEs that define :meth:`SDE.ancestral_step` support it; for any other, constructing the
     predictor raises ``ValueError`` with the SDE's explanation, before any sampling work, as it does
     for a chain whose steps are not finite (DDPM with ``N <= beta_max``). It follows the SDE's
-    ``N``-step chain, so the grid must have ``sde.N`` points.
+    ``N``-step chain, so the grid must take the chain's steps one per grid time (``N`` points,
+    ``eps < T / (N - 1)``).
     """
 
     follows_sde_chain = True
 
-    def __init__(
-        self, sde: SDE, score_fn: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
-    ):
-        super().__init__(sde, score_fn, grid, generator)
-        probe = torch.ones((len(grid), 1), dtype=grid.dtype, device=grid.device)
+    def prepare(self, grid: Tensor, ndim: int) -> None:
+        probe = chain_probe(grid, ndim)
         try:
-            step = sde.ancestral_step(probe, grid, torch.zeros_like(probe))
+            steps = self.sde.ancestral_step(probe, grid, torch.zeros_like(probe))
         except NotImplementedError as err:
             raise ValueError(f"predictor='ancestral_sampling' is not available: {err}") from err
-        _check_chain("ancestral_sampling", sde, grid, step)
+        check_chain_finite("ancestral_sampling", self.sde, grid, steps)
 
     def update(self, x: Tensor, t: Tensor, i: int) -> Tensor:
         x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t))

@@ -9,11 +9,14 @@ forward SDE and its score ``s(x, t) = grad_x log p_t(x)``:
 * ``"ode"``: the probability-flow ODE, solved by torchdiffeq (adaptive or fixed step).
 
 **The time grid.** The stochastic samplers and the fixed-step ODE solvers run on the grid
-``t_k = linspace(T, eps, num_steps)``: ``num_steps`` times, so ``num_steps - 1`` steps, each of the
-grid's real size ``(T - eps) / (num_steps - 1)``, that end exactly at ``eps``. The correctors run at
-every grid time, the predictors between them. With the defaults (``num_steps = sde.N``) the
-predictors that follow the SDE's own discrete chain (``reverse_diffusion``, ``ancestral_sampling``)
-take the chain's steps ``N - 1, ..., 1`` at the reference implementation's times; the chain's
+``t_k = linspace(T, eps, num_steps)``: ``num_steps`` counts grid *times*, so there are
+``num_steps - 1`` steps, each of the grid's real size ``(T - eps) / (num_steps - 1)``, that end
+exactly at ``eps``. (:func:`scoresde.log_likelihood` counts *steps* instead.) The correctors run at
+every grid time, the predictors between them. The predictors that follow the SDE's own discrete
+chain (``reverse_diffusion``, ``ancestral_sampling``) need ``num_steps = sde.N`` (the default) and
+``eps < T / (N - 1)`` (true of the defaults), so that the grid takes the chain's steps
+``N - 1, ..., 1`` once each, at the reference implementation's times; anything else raises
+``ValueError`` before any work (:func:`~scoresde.sampling.chain.check_chain_grid`). The chain's
 last step, whose mean is Tweedie's formula to first order in the step, is replaced by the
 denoising step below.
 
@@ -35,14 +38,17 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from scoresde.sampling.chain import check_chain_grid
 from scoresde.sampling.correctors import CORRECTORS
 from scoresde.sampling.denoise import tweedie_denoise
 from scoresde.sampling.ode import ODE_METHODS, probability_flow_solve
 from scoresde.sampling.pc import pc_loop
 from scoresde.sampling.predictors import PREDICTORS
+from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, unchecked_times
 
 __all__ = ["SAMPLERS", "SampleResult", "sample"]
@@ -69,33 +75,16 @@ class SampleResult(NamedTuple):
     trajectory: Tensor | None
 
 
-class _CountedScore:
-    """A score function that counts its calls and checks the shape of its first answer."""
-
-    def __init__(self, score_fn: ScoreFn):
-        self.score_fn = score_fn
-        self.calls = 0
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        score = self.score_fn(x, t)
-        if self.calls == 0 and (not isinstance(score, Tensor) or score.shape != x.shape):
-            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
-            raise ValueError(
-                f"score_fn must return a tensor of the input's shape {tuple(x.shape)}, got {got}"
-            )
-        self.calls += 1
-        return score
-
-
 def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
     allowed = sorted(allowed)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
-def _integer(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _integer(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _positive(name: str, value: float) -> None:
@@ -107,13 +96,15 @@ def _batch_shape(shape: Sequence[int]) -> tuple[int, ...]:
     valid = (
         isinstance(shape, Sequence)
         and len(shape) > 0
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        and all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape
+        )
     )
     if not valid:
         raise ValueError(
             f"shape must be a non-empty sequence of positive ints (B, *D), got {shape!r}"
         )
-    return tuple(shape)
+    return tuple(int(n) for n in shape)
 
 
 def _times(name: str, values: Iterable[float] | Tensor, eps: float, T: float) -> list[float]:
@@ -157,13 +148,14 @@ def sample(
         predictor: for ``"pc"``, a name in :data:`PREDICTORS`: ``"euler_maruyama"``,
             ``"reverse_diffusion"``, ``"ancestral_sampling"`` (SDEs with a discrete chain only) or
             ``"none"``. ``reverse_diffusion`` and ``ancestral_sampling`` follow the SDE's ``N``-step
-            chain and need ``num_steps == sde.N``.
+            chain and need ``num_steps == sde.N`` and ``eps < T / (N - 1)``.
         corrector: for ``"pc"``, a name in :data:`CORRECTORS`: ``"langevin"``, ``"ald"``,
             ``"none"``.
         snr: the corrector's target signal-to-noise ratio, > 0.
         n_steps: corrector steps per grid time, >= 0.
-        num_steps: the number of grid times ``linspace(T, eps, num_steps)``, >= 2 (default
-            ``sde.N``); unused by adaptive ODE methods.
+        num_steps: the number of grid *times* of ``linspace(T, eps, num_steps)``, >= 2 (default
+            ``sde.N``), so ``num_steps - 1`` predictor (or fixed-step ODE) steps; unused by
+            adaptive ODE methods. (:func:`scoresde.log_likelihood`'s ``num_steps`` counts steps.)
         eps: the final time, in ``(0, T)`` (default ``sde.sampling_eps``).
         denoise: replace the final sample by Tweedie's ``E[x_0 | x_eps]`` (one score evaluation).
         method: for ``"ode"``, a torchdiffeq method in :data:`~scoresde.sampling.ode.ODE_METHODS`.
@@ -171,7 +163,9 @@ def sample(
         atol: absolute tolerance of an adaptive ODE method, > 0.
         generator: the only source of randomness: the same state gives the same samples.
         dtype: the samples' dtype (default torch's default dtype).
-        device: the samples' device.
+        device: the samples' device (default ``generator``'s, or torch's default without one).
+            The prior sample is drawn by ``sde.prior_sampling(shape, generator)`` and then cast to
+            ``dtype`` and moved to ``device``, so an SDE needs nothing beyond that signature.
         trajectory_times: times in ``[eps, T]`` at which to keep the samples; the stochastic
             samplers keep them at the nearest grid times, the ODE sampler at the exact times.
         return_info: return a :class:`SampleResult` instead of the samples alone.
@@ -183,8 +177,8 @@ def sample(
         the samples, shape ``shape``; with ``return_info``, a :class:`SampleResult`.
 
     Raises:
-        ValueError: for a bad argument (naming it and what is allowed), a predictor the SDE does not
-            support, or a ``score_fn`` whose output does not have the input's shape.
+        ValueError: for a bad argument (naming it and what is allowed), a predictor the SDE or the
+            grid does not support, or a ``score_fn`` whose output does not have the input's shape.
     """
     T = float(sde.T)
     shape = _batch_shape(shape)
@@ -192,9 +186,8 @@ def sample(
     _choice("predictor", predictor, PREDICTORS)
     _choice("corrector", corrector, CORRECTORS)
     _choice("method", method, ODE_METHODS)
-    num_steps = sde.N if num_steps is None else num_steps
-    _integer("num_steps", num_steps, 2)
-    _integer("n_steps", n_steps, 0)
+    num_steps = _integer("num_steps", sde.N if num_steps is None else num_steps, 2)
+    n_steps = _integer("n_steps", n_steps, 0)
     for name, value in (("snr", snr), ("rtol", rtol), ("atol", atol)):
         _positive(name, value)
     eps = sde.sampling_eps if eps is None else eps
@@ -210,31 +203,28 @@ def sample(
             raise ValueError(
                 "predictor='none' with corrector='none' does nothing; choose at least one"
             )
-        if PREDICTORS[predictor].follows_sde_chain and num_steps != sde.N:
-            raise ValueError(
-                f"predictor={predictor!r} follows the SDE's {sde.N}-step discrete chain, so "
-                f"num_steps must equal sde.N = {sde.N}, got num_steps={num_steps}; build the SDE "
-                f"with N={num_steps} to sample with {num_steps} steps"
-            )
+        if PREDICTORS[predictor].follows_sde_chain:
+            check_chain_grid(predictor, sde, num_steps, eps)
 
-    counted = _CountedScore(score_fn)
+    counted = CountedScore(score_fn)
     wanted = [] if keep is None else keep
     dtype = torch.get_default_dtype() if dtype is None else dtype
+    if device is None and generator is not None:
+        device = generator.device
     context = torch.no_grad() if score_needs_grad else torch.inference_mode()
     with context, unchecked_times():
         grid = torch.linspace(T, eps, num_steps, dtype=dtype, device=device)
         grid[-1] = eps
         if sampler == "ode":
-            x = sde.prior_sampling(shape, generator, dtype=dtype, device=device)
+            x = _prior(sde, shape, generator, grid)
             x, times, kept = _solve_ode(sde, counted, x, grid, wanted, method, rtol, atol)
         else:
-            steps = PREDICTORS[predictor](sde, counted, grid, generator)
-            corrections = CORRECTORS[corrector](
-                sde, counted, grid, len(shape), snr=snr, n_steps=n_steps, generator=generator
-            )
-            x = sde.prior_sampling(shape, generator, dtype=dtype, device=device)
+            options = {"ndim": len(shape), "generator": generator}
+            steps = PREDICTORS[predictor](sde, counted, grid, **options)
+            corrections = CORRECTORS[corrector](sde, counted, grid, snr=snr, **options)
+            x = _prior(sde, shape, generator, grid)
             index = sorted({round((T - v) / (T - eps) * (num_steps - 1)) for v in wanted})
-            x, kept = pc_loop(x, grid, steps, corrections, index)
+            x, kept = pc_loop(x, grid, steps, corrections, n_steps, index)
             times = grid[index]
         if denoise:
             x = tweedie_denoise(sde, counted, x, grid[-1])
@@ -246,6 +236,14 @@ def sample(
         return SampleResult(samples, counted.calls, None, None)
     trajectory = torch.stack(kept).clone() if kept else x.new_empty((0, *shape)).clone()
     return SampleResult(samples, counted.calls, times.clone(), trajectory)
+
+
+def _prior(
+    sde: SDE, shape: tuple[int, ...], generator: torch.Generator | None, grid: Tensor
+) -> Tensor:
+    """``sde.prior_sampling(shape, generator)`` (the protocol's signature, nothing more), in the
+    grid's dtype and on its device."""
+    return sde.prior_sampling(shape, generator).to(device=grid.device, dtype=grid.dtype)
 
 
 def _solve_ode(
