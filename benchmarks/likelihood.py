@@ -23,7 +23,15 @@ import time
 
 import torch
 
-from scoresde import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE, log_likelihood
+from scoresde import (
+    SDE,
+    VESDE,
+    VPSDE,
+    GaussianMixture,
+    SubVPSDE,
+    batch_broadcast,
+    log_likelihood,
+)
 
 TARGET_ERROR, TARGET_NFE = 1e-3, 150
 SETTINGS = [
@@ -43,7 +51,7 @@ def data_at_eps(oracle: GaussianMixture, sde: SDE, eps: float, n: int, seed: int
     g = torch.Generator().manual_seed(seed)
     x0 = oracle.sample(n, g)
     mean, std = sde.marginal_prob(x0, torch.full((n,), eps, dtype=torch.float64))
-    return mean + std[:, None] * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    return mean + batch_broadcast(std, x0) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
 
 
 def main() -> None:
@@ -65,7 +73,13 @@ def main() -> None:
         for setting in SETTINGS:
             start = time.perf_counter()
             info = log_likelihood(
-                sde, oracle.score_fn(sde), x, eps=args.eps, return_info=True, **setting
+                sde,
+                oracle.score_fn(sde),
+                x,
+                eps=args.eps,
+                trace="exact",
+                return_info=True,
+                **setting,
             )
             wall = time.perf_counter() - start
             exact_prior = oracle.log_prob(info.z, sde.T, sde)
