@@ -1,8 +1,11 @@
 """Samplers behind :func:`sample`: predictors, correctors, the PC loop, the probability-flow ODE.
 
 :func:`sample` is the entry point. Predictors and correctors are registered by name in
-:data:`PREDICTORS` and :data:`CORRECTORS`; subclass :class:`Predictor` or :class:`Corrector` and
-decorate with :func:`register_predictor` / :func:`register_corrector` to add one.
+:data:`PREDICTORS` and :data:`CORRECTORS`; to add one, subclass :class:`Predictor` or
+:class:`Corrector` (one constructor for both: ``(sde, score_fn, grid, *, ndim, generator)``, plus
+``snr`` for correctors), implement ``update`` (a predictor's step from ``t_i`` to ``t_{i+1}``, or
+one MCMC step of a corrector) and, to tabulate coefficients on the grid once, ``prepare``; then
+decorate it with :func:`register_predictor` / :func:`register_corrector`.
 """
 
 from scoresde.sampling.correctors import (
