@@ -27,11 +27,11 @@ from ml_collections import ConfigDict
 from scoresde.datasets.toy import TOY_DATASETS, ToyDensity, get_dataset
 from scoresde.likelihood import ADAPTIVE_METHODS as LIKELIHOOD_ADAPTIVE_METHODS
 from scoresde.likelihood import FIXED_STEP_METHODS as LIKELIHOOD_FIXED_METHODS
-from scoresde.likelihood import TRACES
+from scoresde.likelihood import TRACES, log_likelihood
 from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS, get_loss_fn
 from scoresde.nets import MODELS, get_model
 from scoresde.nets.mlp import EMBEDDINGS
-from scoresde.sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS
+from scoresde.sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS, sample
 from scoresde.score import PARAMETERIZATIONS, get_score_fn
 from scoresde.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
 
@@ -59,18 +59,18 @@ SDES: dict[str, Callable[[ConfigDict], SDE]] = {
 
 
 class ConfigError(ValueError):
-    """A config field with a value it does not accept, a field that does not exist, or a bad file.
+    """A config that cannot run: a bad value, an unknown or missing field, settings that do not fit
+    together, or a bad config file. Its message is one line.
 
     Attributes:
-        field: the dotted name, e.g. ``"training.lr"`` (``None`` for the config file itself).
-        value: the offending value (the file's path for the file).
-        allowed: what the field accepts, in words.
+        field: the dotted field or group at fault, e.g. ``"training.lr"`` or ``"sampling"``
+            (``None`` for the config file itself).
     """
 
-    def __init__(self, field: str | None, value: Any, allowed: str):
-        self.field, self.value, self.allowed = field, value, allowed
+    def __init__(self, field: str | None, message: str):
+        self.field = field
         where = "config file" if field is None else f"config.{field}"
-        super().__init__(f"{where}: got {value!r}, expected {allowed}")
+        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -194,9 +194,7 @@ def load_config_file(path: str | Path) -> ConfigDict:
     """
     path = Path(path)
     if path.suffix != ".py" or not path.is_file():
-        raise ConfigError(
-            "--config", str(path), "an existing Python file (.py) defining get_config()"
-        )
+        raise ConfigError(None, f"got {str(path)!r}, expected an existing Python file (.py)")
     spec = importlib.util.spec_from_file_location(f"_scoresde_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     root = str(REPOSITORY_CONFIGS.parent)
@@ -209,12 +207,12 @@ def load_config_file(path: str | Path) -> ConfigDict:
         config = get_config() if callable(get_config) else None
     except Exception as err:  # the file is user code: any error in it is a bad config file
         failure = f"{type(err).__name__}: {err}"
-        raise ConfigError(None, str(path), f"a file that runs ({failure})") from err
+        raise ConfigError(None, f"{str(path)!r} failed: {failure}") from err
     finally:
         if added:
             sys.path.remove(root)
     if not isinstance(config, ConfigDict):
-        raise ConfigError(None, str(path), "a file whose get_config() returns a ConfigDict")
+        raise ConfigError(None, f"{str(path)!r} must define get_config() returning a ConfigDict")
     return config
 
 
@@ -229,59 +227,93 @@ def iter_fields(config: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any
 
 
 def validate_config(config: ConfigDict) -> None:
-    """Check every field of ``config`` and the rules between fields; raise on the first problem.
+    """Check ``config`` before any work; raise on the first problem.
 
-    The rules between fields: ``beta_min < beta_max`` and ``sigma_min < sigma_max``; the cosine
-    schedule is a VP option; ``sampling.eps`` and ``eval.eps`` lie in ``(0, T)``; a predictor that
-    follows the SDE's discrete chain samples with ``num_steps = sde.N`` and is available for the
-    SDE (ancestral sampling needs a discrete model).
+    First every field against :data:`FIELDS` (unknown, missing, wrong type or out of range), then
+    the settings together: the cosine schedule is a VP option; the SDE, the network and the loss
+    are built; and the sampler and the likelihood are run once with the config's settings on one
+    point with the score ``-x`` (a few milliseconds), so that any combination they refuse (a
+    predictor the SDE lacks, a time grid the chain cannot follow, ``eps`` outside ``(0, T)``) is
+    refused now, by their own checks, rather than after training.
 
     Raises:
-        ConfigError: naming the field, its value and what it accepts.
+        ConfigError: naming the field (or group) and, for a field, its value and what it accepts.
     """
     present = dict(iter_fields(config))
     for name, value in present.items():
         rule = FIELDS.get(name)
         if rule is None:
             group = name.rpartition(".")[0]
-            known = [f for f in FIELDS if f.rpartition(".")[0] == group]
-            raise ConfigError(name, value, "no such field; known here: " + ", ".join(known))
+            known = ", ".join(f for f in FIELDS if f.rpartition(".")[0] == group)
+            raise ConfigError(
+                name, f"got {value!r}, but there is no such field; known here: {known}"
+            )
         if not rule.accepts(value):
-            raise ConfigError(name, value, rule.allowed)
+            raise ConfigError(name, f"got {value!r}, expected {rule.allowed}")
     missing = [name for name in FIELDS if name not in present]
     if missing:
-        raise ConfigError(missing[0], None, "a value: the field is missing from the config")
-
-    c = config
-    for lo, hi in (("beta_min", "beta_max"), ("sigma_min", "sigma_max")):
-        if not c.sde[lo] < c.sde[hi]:
-            raise ConfigError(f"sde.{lo}", c.sde[lo], f"a number < sde.{hi} = {c.sde[hi]!r}")
-    if c.sde.schedule != "linear" and c.sde.name != "vp":
-        raise ConfigError("sde.schedule", c.sde.schedule, f"'linear' for sde.name = {c.sde.name!r}")
-    sde = build_sde(config)
-    for field in ("training.eps", "sampling.eps", "eval.eps"):
-        group, key = field.split(".")
-        value = c[group][key]
-        if value is not None and not value < sde.T:
-            raise ConfigError(field, value, f"a number in (0, T) = (0, {sde.T})")
-    try:
-        _loss_options(config, sde)
-    except ValueError as err:
-        raise ConfigError("training.loss", c.training.loss, f"settings that fit it: {err}") from err
-    if c.sampling.sampler == "pc":
-        predictor = PREDICTORS[c.sampling.predictor]
-        if predictor.follows_sde_chain and c.sampling.num_steps not in (None, sde.N):
-            raise ConfigError(
-                "sampling.num_steps",
-                c.sampling.num_steps,
-                f"None or sde.N = {sde.N}: predictor {c.sampling.predictor!r} follows the "
-                "SDE's discrete chain (set sde.N to sample with fewer steps)",
-            )
-        grid = torch.tensor([sde.T, sde.sampling_eps])
+        raise ConfigError(missing[0], "missing from the config")
+    if config.sde.schedule != "linear" and config.sde.name != "vp":
+        raise ConfigError(
+            "sde.schedule", f"got {config.sde.schedule!r}, expected 'linear' for sde.name = "
+            f"{config.sde.name!r} (the cosine schedule is a VP option)"
+        )  # fmt: skip
+    checks = (
+        ("sde", lambda: build_sde(config)),
+        ("model", lambda: build_model(config)),
+        ("training", lambda: _score_loss(config, build_sde(config))),
+        ("sampling", lambda: _try_sampler(config)),
+        ("eval", lambda: _try_likelihood(config)),
+    )
+    for group, check in checks:
         try:
-            predictor(sde, lambda x, t: torch.zeros_like(x), grid)
+            check()
         except ValueError as err:
-            raise ConfigError("sampling.predictor", c.sampling.predictor, str(err)) from err
+            raise ConfigError(group, str(err)) from err
+
+
+def _gaussian_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The score ``-x`` of ``N(0, I)``: finite everywhere, for trying out a sampler."""
+    return -x
+
+
+def _try_sampler(config: ConfigDict) -> None:
+    """Run the configured sampler on one point (validation only)."""
+    c = config.sampling
+    sample(
+        build_sde(config),
+        _gaussian_score,
+        (1, build_dataset(config).dim),
+        sampler=c.sampler,
+        predictor=c.predictor,
+        corrector=c.corrector,
+        snr=c.snr,
+        n_steps=c.n_steps,
+        num_steps=c.num_steps,
+        eps=c.eps,
+        denoise=c.denoise,
+        method=c.method,
+        rtol=c.rtol,
+        atol=c.atol,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _try_likelihood(config: ConfigDict) -> None:
+    """Run the configured likelihood on one point (validation only)."""
+    c = config.eval
+    log_likelihood(
+        build_sde(config),
+        _gaussian_score,
+        torch.zeros(1, build_dataset(config).dim),
+        eps=c.eps,
+        method=c.method,
+        rtol=c.rtol,
+        atol=c.atol,
+        trace=c.trace,
+        n_probes=c.n_probes,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def build_sde(config: ConfigDict) -> SDE:
@@ -353,7 +385,7 @@ def build_score_fn(config: ConfigDict, sde: SDE, model: Callable) -> ScoreFn:
     )
 
 
-def _loss_options(config: ConfigDict, sde: SDE) -> Callable:
+def _score_loss(config: ConfigDict, sde: SDE) -> Callable:
     c = config.training
     if c.loss == "dsm":
         options = dict(
@@ -375,7 +407,7 @@ def build_loss(config: ConfigDict, sde: SDE) -> Callable:
     ``eps`` apply to ``"dsm"``, ``reduce`` alone to ``"smld"`` and ``"ddpm"``) around the model's
     score function.
     """
-    score_loss = _loss_options(config, sde)
+    score_loss = _score_loss(config, sde)
     std = data_std(config)
     c = config.model
 

@@ -182,17 +182,17 @@ def apply_override(config: ConfigDict, key: str, raw: str) -> None:
         if not isinstance(child, ConfigDict):
             where = ".".join(groups[:depth]) or "the config"
             known = ", ".join(k for k, v in node.items() if isinstance(v, ConfigDict))
-            raise ConfigError(key, raw, f"an existing field; the groups of {where} are {known}")
+            raise ConfigError(key, f"no such field; the groups of {where} are {known}")
         node = child
     if name not in node or isinstance(node[name], ConfigDict):
         fields = ", ".join(k for k, v in node.items() if not isinstance(v, ConfigDict))
-        raise ConfigError(key, raw, f"an existing field; known here: {fields}")
+        raise ConfigError(key, f"no such field; known here: {fields}")
     kind = node.get_type(name)
     try:
         value = _parse_value(raw, kind)
         node[name] = value
     except (ValueError, TypeError):
-        raise ConfigError(key, raw, f"a value of type {kind.__name__}") from None
+        raise ConfigError(key, f"got {raw!r}, expected a value of type {kind.__name__}") from None
 
 
 def resolve_config(args: argparse.Namespace, overrides: Sequence[tuple[str, str]]) -> ConfigDict:

@@ -157,7 +157,7 @@ BAD_INPUT = [
     (["--config.training.lr=-1"], "training.lr"),
     (["--config.training.lr=abc"], "training.lr"),
     (["--config.sampling.predictor=ancestral_sampling", "--sde", "subvp"], "ancestral"),
-    (["--sde", "ve", "--config.sde.sigma_min=20"], "sde.sigma_min"),
+    (["--sde", "ve", "--config.sde.sigma_min=20"], "sigma_min=20"),
     (["--config", "missing.py"], "missing.py"),
     (["--config.training.lr"], "needs a value"),
     (["--bogus"], "--bogus"),

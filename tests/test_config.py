@@ -54,7 +54,7 @@ def test_the_model_is_initialised_from_the_seed():
     assert not next(build_model(other).parameters()).equal(next(first.parameters()))
 
 
-# (sde, field, value, text the message must contain besides the field name)
+# (sde, field, value, text the message must contain besides the field name and the value)
 BAD_VALUES = [
     ("vp", "seed", -1, "integer >= 0"),
     ("vp", "data.name", "spiral", "'8gaussians'"),
@@ -63,55 +63,72 @@ BAD_VALUES = [
     ("vp", "model.embed_dim", 63, "even integer"),
     ("vp", "model.parameterization", "noise", "'epsilon'"),
     ("vp", "sde.name", "vpsde", "'subvp'"),
-    ("vp", "sde.beta_min", 30.0, "< sde.beta_max"),
     ("vp", "sde.beta_min", -1.0, "> 0"),
-    ("ve", "sde.sigma_min", 50.0, "< sde.sigma_max"),
     ("vp", "sde.N", 1, "integer >= 2"),
     ("ve", "sde.schedule", "cosine", "'linear' for sde.name = 've'"),
     ("vp", "training.batch_size", 0, "integer >= 1"),
     ("vp", "training.n_iters", -5, "integer >= 1"),
     ("vp", "training.lr", 0.0, "> 0"),
     ("vp", "training.ema_decay", 1.0, "[0, 1)"),
-    ("vp", "training.eps", 1.5, "(0, T)"),
     ("vp", "training.weighting", "uniform", "'likelihood'"),
     ("vp", "sampling.sampler", "heun", "'pc'"),
     ("vp", "sampling.predictor", "foo", "'reverse_diffusion'"),
     ("vp", "sampling.corrector", "foo", "'langevin'"),
     ("vp", "sampling.snr", -0.1, "> 0"),
-    ("vp", "sampling.num_steps", 10, "follows the SDE's discrete chain"),
-    ("vp", "sampling.eps", 2.0, "(0, T)"),
     ("vp", "sampling.method", "rk45", "'dopri5'"),
     ("vp", "sampling.n_samples", 0, "integer >= 2"),
     ("vp", "eval.trace", "approx", "'hutchinson'"),
     ("vp", "eval.n_eval", 0, "integer >= 2"),
-    ("subvp", "sampling.predictor", "ancestral_sampling", "ancestral"),
 ]
+
+
+def _set(config, field, value):
+    group, _, name = field.rpartition(".")
+    (config[group] if group else config)[name] = value
 
 
 @pytest.mark.parametrize("sde, field, value, text", BAD_VALUES)
 def test_a_bad_value_is_rejected_naming_the_field_and_what_is_allowed(sde, field, value, text):
     config = _config(sde)
-    group, _, name = field.rpartition(".")
-    (config[group] if group else config)[name] = value
+    _set(config, field, value)
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     message = str(err.value)
-    assert err.value.field == field and field in message and repr(value) in message
+    assert err.value.field == field and f"config.{field}: " in message and repr(value) in message
     assert text in message and "\n" not in message
 
 
-@pytest.mark.parametrize(
-    "changes, field",
-    [
-        ({"loss": "smld"}, "training.loss"),  # the VP SDE has no NCSN noise levels
-        ({"importance_sampling": True}, "training.loss"),  # only with the likelihood weighting
-    ],
-)
-def test_a_loss_that_does_not_fit_the_sde_or_weighting_is_rejected(changes, field):
-    config = _config("vp")
-    config.training.update(changes)
-    with pytest.raises(ConfigError, match=field):
+# Settings each valid alone that do not fit together: the part that refuses them (the SDE, the
+# loss, the sampler, the likelihood) names the problem, in one line, before any work.
+# (sde, {field: value}, the group named, text the message must contain)
+BAD_COMBINATIONS = [
+    ("vp", {"sde.beta_min": 30.0}, "sde", "beta_min must be < beta_max"),
+    ("ve", {"sde.sigma_min": 50.0}, "sde", "sigma_min must be < sigma_max"),
+    ("vp", {"training.eps": 1.5}, "training", "eps"),
+    ("vp", {"training.loss": "smld"}, "training", "discrete_sigmas"),
+    ("vp", {"training.weighting": "score_sde"}, "training", "importance_sampling"),
+    ("vp", {"sampling.eps": 2.0}, "sampling", "eps"),
+    ("vp", {"sampling.num_steps": 10}, "sampling", "num_steps must equal sde.N"),
+    ("vp", {"sampling.eps": 0.05}, "sampling", "eps < T / (N - 1)"),
+    ("subvp", {"sampling.predictor": "ancestral_sampling"}, "sampling", "ancestral"),
+    ("vp", {"sampling.predictor": "none", "sampling.corrector": "none"}, "sampling", "nothing"),
+    ("vp", {"sde.N": 10}, "sampling", "larger N"),
+    ("vp", {"eval.eps": 1.0}, "eval", "eps"),
+]
+
+
+@pytest.mark.parametrize("sde, changes, group, text", BAD_COMBINATIONS)
+def test_settings_that_do_not_fit_together_are_rejected_before_any_work(sde, changes, group, text):
+    config = _config(sde)
+    config.sampling.sampler = "pc"
+    config.sampling.predictor = "reverse_diffusion"
+    for field, value in changes.items():
+        _set(config, field, value)
+    with pytest.raises(ConfigError) as err:
         validate_config(config)
+    message = str(err.value)
+    assert err.value.field == group and message.startswith(f"config.{group}: ")
+    assert text in message and "\n" not in message
 
 
 def test_an_unknown_or_missing_field_is_rejected():
@@ -133,3 +150,7 @@ def test_a_config_file_must_exist_and_define_get_config(tmp_path):
     empty.write_text("x = 1\n")
     with pytest.raises(ConfigError, match="get_config"):
         load_config_file(empty)
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config():\n    return 1 / 0\n")
+    with pytest.raises(ConfigError, match="ZeroDivisionError"):
+        load_config_file(broken)
