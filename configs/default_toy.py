@@ -35,7 +35,8 @@ def get_default_configs() -> ConfigDict:
     model.depth = 3
     model.embedding = "fourier"
     model.embed_dim = 64
-    model.fourier_scale = 16.0
+    model.fourier_scale = 16.0  # "fourier" only
+    model.time_scale = config_dict.placeholder(float)  # "sinusoidal" only; None: (N - 1) / T
     model.parameterization = "score"
     model.input_scaling = True
     model.data_std = config_dict.placeholder(float)  # None: estimated from the data

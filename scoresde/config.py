@@ -133,6 +133,7 @@ FIELDS: dict[str, Rule] = {
     "model.embedding": choice(EMBEDDINGS),
     "model.embed_dim": even_integer(2),
     "model.fourier_scale": positive(),
+    "model.time_scale": optional(positive()),
     "model.parameterization": choice(PARAMETERIZATIONS),
     "model.input_scaling": boolean(),
     "model.data_std": optional(positive()),
@@ -355,8 +356,8 @@ def data_std(config: ConfigDict) -> float:
 def build_model(config: ConfigDict) -> torch.nn.Module:
     """The network of ``config.model``, initialised from the run's seed.
 
-    A sinusoidal time embedding gets ``time_scale = (N - 1) / T``, so the SDE's discrete step ``i``
-    is embedded as the integer ``i``.
+    A sinusoidal time embedding embeds ``time_scale * t``; ``model.time_scale = None`` means
+    ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``.
     """
     c = config.model
     sde = build_sde(config)
@@ -368,7 +369,7 @@ def build_model(config: ConfigDict) -> torch.nn.Module:
         embedding=c.embedding,
         embed_dim=c.embed_dim,
         fourier_scale=c.fourier_scale,
-        time_scale=(sde.N - 1) / sde.T,
+        time_scale=(sde.N - 1) / sde.T if c.time_scale is None else c.time_scale,
         generator=stream_generator(config.seed, INIT_STREAM),
     )
 
