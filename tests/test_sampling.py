@@ -701,3 +701,8 @@ def test_score_of_the_wrong_shape_raises(sampler):
     with pytest.raises(ValueError, match=r"score_fn must return a tensor of the input's shape "
                                          r"\(4, 2\), got \(4, 1\)"):
         sample(sde, lambda x, t: -x[:, :1], (4, 2), sampler=sampler)
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="predictor named .euler_maruyama. is already registered"):
+        register_predictor("euler_maruyama")(type("Again", (), {}))

@@ -14,11 +14,11 @@ new one.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from scoresde.registry import Registry
 from scoresde.sampling.chain import chain_scale
 from scoresde.sampling.noise import GaussianNoise
 from scoresde.sde import SDE, ScoreFn
@@ -32,20 +32,11 @@ __all__ = [
     "register_corrector",
 ]
 
-CORRECTORS: dict[str, type[Corrector]] = {}
+CORRECTORS: Registry[type[Corrector]] = Registry("corrector")
 """Corrector classes by name, as :func:`scoresde.sample` looks them up."""
 
-
-def register_corrector(name: str) -> Callable[[type[Corrector]], type[Corrector]]:
-    """Class decorator: add a :class:`Corrector` subclass to :data:`CORRECTORS` as ``name``."""
-
-    def register(cls: type[Corrector]) -> type[Corrector]:
-        if name in CORRECTORS:
-            raise ValueError(f"a corrector named {name!r} is already registered")
-        CORRECTORS[name] = cls
-        return cls
-
-    return register
+#: ``@register_corrector("name")`` adds a :class:`Corrector` subclass to :data:`CORRECTORS`.
+register_corrector = CORRECTORS.register
 
 
 class Corrector(abc.ABC):

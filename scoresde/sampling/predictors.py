@@ -11,12 +11,12 @@ Predictors are registered by name in :data:`PREDICTORS`; :func:`register_predict
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from scoresde.registry import Registry
 from scoresde.sampling.chain import chain_probe, check_chain_finite
 from scoresde.sampling.noise import GaussianNoise
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
@@ -31,20 +31,11 @@ __all__ = [
     "register_predictor",
 ]
 
-PREDICTORS: dict[str, type[Predictor]] = {}
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 """Predictor classes by name, as :func:`scoresde.sample` looks them up."""
 
-
-def register_predictor(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
-    """Class decorator: add a :class:`Predictor` subclass to :data:`PREDICTORS` as ``name``."""
-
-    def register(cls: type[Predictor]) -> type[Predictor]:
-        if name in PREDICTORS:
-            raise ValueError(f"a predictor named {name!r} is already registered")
-        PREDICTORS[name] = cls
-        return cls
-
-    return register
+#: ``@register_predictor("name")`` adds a :class:`Predictor` subclass to :data:`PREDICTORS`.
+register_predictor = PREDICTORS.register
 
 
 class Predictor(abc.ABC):
@@ -110,7 +101,7 @@ class Predictor(abc.ABC):
 class EulerMaruyamaPredictor(Predictor):
     """Euler–Maruyama on the reverse SDE with the grid's own step ``dt_i = t_{i+1} - t_i < 0``::
 
-        x <- x + [f(x, t_i) - g(t_i)^2 s(x, t_i)] dt_i + g(t_i) sqrt(-dt_i) z,    z ~ N(0, I).
+    x <- x + [f(x, t_i) - g(t_i)^2 s(x, t_i)] dt_i + g(t_i) sqrt(-dt_i) z,    z ~ N(0, I).
     """
 
     def prepare(self, grid: Tensor, ndim: int) -> None:
