@@ -1,7 +1,7 @@
 """Variance-preserving SDE on toy 2D data (DDPM in the continuous limit).
 
-``python -m scoresde.run --sde vp`` uses this file. The PC sampler's default predictor is the
-reverse-diffusion step of DDPM's discretisation, followed by one Langevin corrector step.
+``python -m scoresde.run --sde vp`` uses this file. Sampling stops at ``eps = 0.04``, where
+``sigma(eps) = sqrt(1 - exp(-B(eps))) = 0.14``, and denoises there (see ``configs/default_toy.py``).
 """
 
 from configs.default_toy import get_default_configs
@@ -10,6 +10,5 @@ from configs.default_toy import get_default_configs
 def get_config():
     config = get_default_configs()
     config.sde.name = "vp"
-    config.sampling.predictor = "reverse_diffusion"
-    config.sampling.corrector = "langevin"
+    config.sampling.eps = 0.04
     return config
