@@ -42,6 +42,8 @@ __all__ = [
     "REPOSITORY_CONFIGS",
     "load_config_file",
     "validate_config",
+    "sampler_options",
+    "likelihood_options",
     "iter_fields",
     "build_sde",
     "build_dataset",
@@ -278,42 +280,34 @@ def _gaussian_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return -x
 
 
+def sampler_options(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of :func:`scoresde.sample` set by ``config.sampling``."""
+    c = config.sampling
+    names = ("sampler", "predictor", "corrector", "snr", "n_steps", "num_steps", "eps", "denoise")
+    return {name: c[name] for name in (*names, "method", "rtol", "atol")}
+
+
+def likelihood_options(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of :func:`scoresde.log_likelihood` set by ``config.eval``."""
+    c = config.eval
+    return {name: c[name] for name in ("eps", "method", "rtol", "atol", "trace", "n_probes")}
+
+
 def _try_sampler(config: ConfigDict) -> None:
     """Run the configured sampler on one point (validation only)."""
-    c = config.sampling
+    shape = (1, build_dataset(config).dim)
+    generator = torch.Generator().manual_seed(0)
     sample(
-        build_sde(config),
-        _gaussian_score,
-        (1, build_dataset(config).dim),
-        sampler=c.sampler,
-        predictor=c.predictor,
-        corrector=c.corrector,
-        snr=c.snr,
-        n_steps=c.n_steps,
-        num_steps=c.num_steps,
-        eps=c.eps,
-        denoise=c.denoise,
-        method=c.method,
-        rtol=c.rtol,
-        atol=c.atol,
-        generator=torch.Generator().manual_seed(0),
+        build_sde(config), _gaussian_score, shape, generator=generator, **sampler_options(config)
     )
 
 
 def _try_likelihood(config: ConfigDict) -> None:
     """Run the configured likelihood on one point (validation only)."""
-    c = config.eval
+    x = torch.zeros(1, build_dataset(config).dim)
+    generator = torch.Generator().manual_seed(0)
     log_likelihood(
-        build_sde(config),
-        _gaussian_score,
-        torch.zeros(1, build_dataset(config).dim),
-        eps=c.eps,
-        method=c.method,
-        rtol=c.rtol,
-        atol=c.atol,
-        trace=c.trace,
-        n_probes=c.n_probes,
-        generator=torch.Generator().manual_seed(0),
+        build_sde(config), _gaussian_score, x, generator=generator, **likelihood_options(config)
     )
 
 

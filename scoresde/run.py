@@ -64,14 +64,16 @@ from scoresde.config import (
     build_model,
     build_score_fn,
     build_sde,
+    likelihood_options,
     load_config_file,
+    sampler_options,
     stream_generator,
     validate_config,
 )
 from scoresde.datasets.toy import TOY_DATASETS, ToyDensity, batch_sampler
 from scoresde.likelihood import log_likelihood
 from scoresde.sampling import SAMPLERS, sample
-from scoresde.sde import SDE, ScoreFn
+from scoresde.sde import SDE, ScoreFn, batch_broadcast
 from scoresde.training import ConfigMismatchError, NonFiniteLossError, train
 
 __all__ = ["main", "parse_args", "resolve_config", "run"]
@@ -308,9 +310,8 @@ def train_stage(
     sde = build_sde(config)
     model = build_model(config)
     eval_every = c.eval_every or None
-    held_out = build_dataset(config).sample(
-        c.batch_size, stream_generator(config.seed, EVAL_STREAM)
-    )
+    dataset = build_dataset(config)
+    held_out = dataset.sample(c.batch_size, stream_generator(config.seed, EVAL_STREAM))
     loss_fn = build_loss(config, sde)
 
     def eval_fn(ema_model: nn.Module, step: int) -> dict[str, float]:
@@ -321,7 +322,7 @@ def train_stage(
     result = train(
         model,
         loss_fn,
-        batch_sampler(build_dataset(config), c.batch_size),
+        batch_sampler(dataset, c.batch_size),
         n_iters=c.n_iters,
         lr=c.lr,
         seed=config.seed,
@@ -355,12 +356,15 @@ def ema_model(config: ConfigDict, checkpoint: Checkpoint) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def _forward_marginals(sde: SDE, x0: torch.Tensor, times: torch.Tensor, generator: torch.Generator):
+def _forward_marginals(
+    sde: SDE, x0: torch.Tensor, times: torch.Tensor, generator: torch.Generator
+) -> list[torch.Tensor]:
     """Samples of the forward process ``x_t ~ N(mean(x0, t), std(t)^2 I)`` at each of ``times``."""
     out = []
     for t in times.tolist():
         mean, std = sde.marginal_prob(x0, torch.full((x0.shape[0],), t, dtype=x0.dtype))
-        out.append(mean + std[:, None] * torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        out.append(mean + batch_broadcast(std, x0) * noise)
     return out
 
 
@@ -377,20 +381,10 @@ def sample_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[s
         sde,
         score_fn,
         (c.n_samples, dataset.dim),
-        sampler=c.sampler,
-        predictor=c.predictor,
-        corrector=c.corrector,
-        snr=c.snr,
-        n_steps=c.n_steps,
-        num_steps=c.num_steps,
-        eps=c.eps,
-        denoise=c.denoise,
-        method=c.method,
-        rtol=c.rtol,
-        atol=c.atol,
         generator=generator,
         trajectory_times=times,
         return_info=True,
+        **sampler_options(config),
     )
     wall = time.perf_counter() - began
     samples = info.samples.to(torch.float32)
@@ -410,23 +404,6 @@ def sample_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[s
         "nfe": info.nfe,
         "wall_time_s": wall,
     }
-
-
-def _likelihood(config: ConfigDict, sde: SDE, score_fn: ScoreFn, x: torch.Tensor, generator):
-    c = config.eval
-    return log_likelihood(
-        sde,
-        score_fn,
-        x,
-        eps=c.eps,
-        method=c.method,
-        rtol=c.rtol,
-        atol=c.atol,
-        trace=c.trace,
-        n_probes=c.n_probes,
-        generator=generator,
-        return_info=True,
-    )
 
 
 def _sample_quality(dataset: ToyDensity, samples: torch.Tensor, entropy: float, generator) -> dict:
@@ -456,9 +433,10 @@ def eval_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[str
     """Held-out NLL against the entropy, the model's density on a grid, and the sample metrics."""
     sde, dataset = build_sde(config), build_dataset(config)
     generator = stream_generator(config.seed, EVAL_STREAM)
+    options = likelihood_options(config)
     x = dataset.sample(config.eval.n_eval, generator)
     began = time.perf_counter()
-    result = _likelihood(config, sde, score_fn, x, generator)
+    result = log_likelihood(sde, score_fn, x, generator=generator, return_info=True, **options)
     nll_time = time.perf_counter() - began
     nll, nll_se = metrics.mean_and_stderr(-result.logp)
     entropy, entropy_se = dataset.entropy()
@@ -484,7 +462,9 @@ def eval_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[str
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten()], dim=1)
     began = time.perf_counter()
-    grid_result = _likelihood(config, sde, score_fn, grid, generator)
+    grid_result = log_likelihood(
+        sde, score_fn, grid, generator=generator, return_info=True, **options
+    )
     density_time = time.perf_counter() - began
     truth = (
         dataset.log_prob(grid.to(torch.float64)).reshape(g, g)
