@@ -3,11 +3,15 @@
 A config is an :class:`ml_collections.ConfigDict` with a top-level ``seed`` and the groups ``data``,
 ``model``, ``sde``, ``training``, ``sampling`` and ``eval`` (``configs/default_toy.py`` sets every
 field). :data:`FIELDS` lists every field with the values it accepts; :func:`validate_config` checks
-a whole config against it, and against the rules between fields, so that a bad value is rejected
-before any work starts with a :class:`ConfigError` naming the field, the value and what is allowed.
+a whole config against it and tries its settings together, so that a bad value is rejected before
+any work starts, with a one-line :class:`ConfigError` naming the field, the value and what is
+allowed.
 
-The ``build_*`` functions turn a validated config into the objects of a run: the SDE, the dataset,
-the network, its score function and the training loss.
+The ``build_*`` functions turn a validated config into the objects of a run (the SDE, the dataset,
+the network, its score function and the training loss); :func:`sampler_options` and
+:func:`likelihood_options` are the config's arguments to :func:`scoresde.sample` and
+:func:`scoresde.log_likelihood`. A new config field goes into ``configs/default_toy.py`` and
+:data:`FIELDS`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ __all__ = [
     "iter_fields",
     "build_sde",
     "build_dataset",
+    "build_model",
+    "build_score_fn",
+    "build_loss",
+    "stream_generator",
 ]
 
 #: The ``configs/`` directory of a source checkout (where ``pip install -e .`` leaves it).
@@ -91,95 +99,91 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def integer(minimum: int) -> Rule:
+def _integer(minimum: int) -> Rule:
     return Rule(lambda v: _is_int(v) and v >= minimum, f"an integer >= {minimum}")
 
 
-def even_integer(minimum: int) -> Rule:
+def _even_integer(minimum: int) -> Rule:
     return Rule(
         lambda v: _is_int(v) and v >= minimum and v % 2 == 0, f"an even integer >= {minimum}"
     )
 
 
-def positive() -> Rule:
+def _positive() -> Rule:
     return Rule(lambda v: _is_number(v) and v > 0, "a finite number > 0")
 
 
-def non_negative() -> Rule:
-    return Rule(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
-
-
-def unit_interval() -> Rule:
+def _unit_interval() -> Rule:
     return Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
-def boolean() -> Rule:
+def _boolean() -> Rule:
     return Rule(lambda v: isinstance(v, bool), "true or false")
 
 
-def choice(names: Iterator[str] | tuple[str, ...] | list[str]) -> Rule:
+def _choice(names: Iterator[str] | tuple[str, ...] | list[str]) -> Rule:
     names = tuple(names)
     return Rule(lambda v: v in names, "one of " + ", ".join(map(repr, names)))
 
 
-def optional(rule: Rule) -> Rule:
+def _optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.accepts(v), f"None or {rule.allowed}")
 
 
 FIELDS: dict[str, Rule] = {
-    "seed": integer(0),
-    "data.name": choice(TOY_DATASETS),
-    "model.name": choice(MODELS),
-    "model.hidden": integer(1),
-    "model.depth": integer(1),
-    "model.embedding": choice(EMBEDDINGS),
-    "model.embed_dim": even_integer(2),
-    "model.fourier_scale": positive(),
-    "model.time_scale": optional(positive()),
-    "model.parameterization": choice(PARAMETERIZATIONS),
-    "model.input_scaling": boolean(),
-    "model.data_std": optional(positive()),
-    "sde.name": choice(SDES),
-    "sde.beta_min": positive(),
-    "sde.beta_max": positive(),
-    "sde.sigma_min": positive(),
-    "sde.sigma_max": positive(),
-    "sde.N": integer(2),
-    "sde.schedule": choice(("linear", "cosine")),
-    "training.batch_size": integer(1),
-    "training.n_iters": integer(1),
-    "training.lr": positive(),
-    "training.warmup": integer(0),
-    "training.grad_clip": optional(positive()),
-    "training.ema_decay": unit_interval(),
-    "training.loss": choice(LOSSES),
-    "training.weighting": choice(WEIGHTINGS),
-    "training.importance_sampling": boolean(),
-    "training.reduce": choice(REDUCTIONS),
-    "training.eps": positive(),
-    "training.checkpoint_every": integer(1),
-    "training.eval_every": integer(0),
-    "sampling.sampler": choice(SAMPLERS),
-    "sampling.predictor": choice(PREDICTORS),
-    "sampling.corrector": choice(CORRECTORS),
-    "sampling.snr": positive(),
-    "sampling.n_steps": integer(0),
-    "sampling.num_steps": optional(integer(2)),
-    "sampling.eps": optional(positive()),
-    "sampling.denoise": boolean(),
-    "sampling.method": choice(ODE_METHODS),
-    "sampling.rtol": positive(),
-    "sampling.atol": positive(),
-    "sampling.n_samples": integer(2),
-    "eval.n_eval": integer(2),
-    "eval.eps": positive(),
-    "eval.method": choice(LIKELIHOOD_ADAPTIVE_METHODS + LIKELIHOOD_FIXED_METHODS),
-    "eval.rtol": positive(),
-    "eval.atol": positive(),
-    "eval.trace": choice(TRACES),
-    "eval.n_probes": integer(1),
-    "eval.density_grid": integer(2),
-    "eval.n_process_times": integer(2),
+    "seed": _integer(0),
+    "data.name": _choice(TOY_DATASETS),
+    "model.name": _choice(MODELS),
+    "model.hidden": _integer(1),
+    "model.depth": _integer(1),
+    "model.embedding": _choice(EMBEDDINGS),
+    "model.embed_dim": _even_integer(2),
+    "model.fourier_scale": _positive(),
+    "model.time_scale": _optional(_positive()),
+    "model.parameterization": _choice(PARAMETERIZATIONS),
+    "model.input_scaling": _boolean(),
+    "model.data_std": _optional(_positive()),
+    "sde.name": _choice(SDES),
+    "sde.beta_min": _positive(),
+    "sde.beta_max": _positive(),
+    "sde.sigma_min": _positive(),
+    "sde.sigma_max": _positive(),
+    "sde.N": _integer(2),
+    "sde.schedule": _choice(("linear", "cosine")),
+    "training.batch_size": _integer(1),
+    "training.n_iters": _integer(1),
+    "training.lr": _positive(),
+    "training.warmup": _integer(0),
+    "training.grad_clip": _optional(_positive()),
+    "training.ema_decay": _unit_interval(),
+    "training.loss": _choice(LOSSES),
+    "training.weighting": _choice(WEIGHTINGS),
+    "training.importance_sampling": _boolean(),
+    "training.reduce": _choice(REDUCTIONS),
+    "training.eps": _positive(),
+    "training.checkpoint_every": _integer(1),
+    "training.eval_every": _integer(0),
+    "sampling.sampler": _choice(SAMPLERS),
+    "sampling.predictor": _choice(PREDICTORS),
+    "sampling.corrector": _choice(CORRECTORS),
+    "sampling.snr": _positive(),
+    "sampling.n_steps": _integer(0),
+    "sampling.num_steps": _optional(_integer(2)),
+    "sampling.eps": _optional(_positive()),
+    "sampling.denoise": _boolean(),
+    "sampling.method": _choice(ODE_METHODS),
+    "sampling.rtol": _positive(),
+    "sampling.atol": _positive(),
+    "sampling.n_samples": _integer(2),
+    "eval.n_eval": _integer(2),
+    "eval.eps": _positive(),
+    "eval.method": _choice(LIKELIHOOD_ADAPTIVE_METHODS + LIKELIHOOD_FIXED_METHODS),
+    "eval.rtol": _positive(),
+    "eval.atol": _positive(),
+    "eval.trace": _choice(TRACES),
+    "eval.n_probes": _integer(1),
+    "eval.density_grid": _integer(2),
+    "eval.n_process_times": _integer(2),
 }
 """Every config field (dotted name) and the values it accepts."""
 
