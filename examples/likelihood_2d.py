@@ -29,7 +29,8 @@ EXACT = tuple(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="8gaussians", choices=EXACT)
-    parser.add_argument("--n-iters", type=int, default=4000, help="training updates")
+    parser.add_argument("--n-iters", type=int, default=2500, help="training updates")
+    parser.add_argument("--batch-size", type=int, default=1024, help="points per update")
     parser.add_argument("--hidden", type=int, default=128, help="width of the MLP")
     parser.add_argument("--n-eval", type=int, default=1000, help="held-out points for the NLL")
     parser.add_argument("--grid", type=int, default=64, help="grid points per axis")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     result = scoresde.train(
         model,
         loss_fn,
-        scoresde.batch_sampler(dataset, 512),
+        scoresde.batch_sampler(dataset, args.batch_size),
         n_iters=args.n_iters,
         lr=2e-3,
         warmup=100,

@@ -8,10 +8,23 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 TINY = {
-    "toy2d.py": ["--n-iters", "3", "--hidden", "8", "--n-samples", "16", "--num-steps", "3"],
+    "toy2d.py": [
+        "--n-iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "8",
+        "--n-samples",
+        "16",
+        "--num-steps",
+        "3",
+    ],
     "custom_sde.py": [
         "--n-iters",
         "3",
+        "--batch-size",
+        "16",
         "--hidden",
         "8",
         "--n-samples",
@@ -21,7 +34,18 @@ TINY = {
         "--n-eval",
         "8",
     ],
-    "likelihood_2d.py": ["--n-iters", "3", "--hidden", "8", "--n-eval", "8", "--grid", "4"],
+    "likelihood_2d.py": [
+        "--n-iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "8",
+        "--n-eval",
+        "8",
+        "--grid",
+        "4",
+    ],
 }
 
 
