@@ -29,8 +29,6 @@ import torch
 from ml_collections import ConfigDict
 
 from scoresde.datasets.toy import TOY_DATASETS, ToyDensity, get_dataset
-from scoresde.likelihood import ADAPTIVE_METHODS as LIKELIHOOD_ADAPTIVE_METHODS
-from scoresde.likelihood import FIXED_STEP_METHODS as LIKELIHOOD_FIXED_METHODS
 from scoresde.likelihood import TRACES, log_likelihood
 from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS, get_loss_fn
 from scoresde.nets import MODELS, get_model
@@ -177,7 +175,7 @@ FIELDS: dict[str, Rule] = {
     "sampling.n_samples": _integer(2),
     "eval.n_eval": _integer(2),
     "eval.eps": _positive(),
-    "eval.method": _choice(LIKELIHOOD_ADAPTIVE_METHODS + LIKELIHOOD_FIXED_METHODS),
+    "eval.method": _choice(ODE_METHODS),
     "eval.rtol": _positive(),
     "eval.atol": _positive(),
     "eval.trace": _choice(TRACES),

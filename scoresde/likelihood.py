@@ -39,8 +39,6 @@ from scoresde.sde import SDE, ScoreFn, unchecked_times
 
 __all__ = ["EXACT_TRACE_MAX_DIM", "LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
-#: The former name of :data:`scoresde.odeint.FIXED_METHODS`, still imported by ``scoresde.config``.
-FIXED_STEP_METHODS = FIXED_METHODS
 TRACES = ("auto", "exact", "hutchinson")
 PROBES = ("gaussian", "rademacher")
 

@@ -439,6 +439,7 @@ def eval_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[str
     result = log_likelihood(sde, score_fn, x, generator=generator, return_info=True, **options)
     nll_time = time.perf_counter() - began
     nll, nll_se = metrics.mean_and_stderr(-result.logp)
+    nll_per_point = -result.logp.to(torch.float64)
     entropy, entropy_se = dataset.entropy()
     if dataset.has_exact_log_prob:  # paired on the same points: KL(data || model), small variance
         gap, gap_se = metrics.mean_and_stderr(dataset.log_prob(x.to(torch.float64)) - result.logp)
@@ -448,6 +449,8 @@ def eval_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[str
         "n_eval": config.eval.n_eval,
         "nll": nll,
         "nll_stderr": nll_se,
+        "nll_median": float(nll_per_point.median()),
+        "nll_max": float(nll_per_point.max()),
         "entropy": entropy,
         "entropy_stderr": entropy_se,
         "nll_minus_entropy": gap,

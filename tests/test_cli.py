@@ -48,8 +48,11 @@ def test_every_sde_and_sampler_writes_the_whole_run_directory(tmp_path, capsys, 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["run"] == {**metrics["run"], "sde": sde, "dataset": "8gaussians", "mode": "all"}
     assert metrics["sampling"]["sampler"] == sampler and metrics["sampling"]["nfe"] > 0
+    likelihood = metrics["likelihood"]
     for key in ("nll", "nll_stderr", "entropy", "nll_minus_entropy", "nfe", "wall_time_s"):
-        assert key in metrics["likelihood"]
+        assert key in likelihood
+    assert likelihood["nll_median"] <= likelihood["nll_max"]
+    assert likelihood["nll"] <= likelihood["nll_max"]
     for key in ("energy_distance", "sliced_wasserstein", "cross_entropy", "mode_weights"):
         assert key in metrics["samples"]
     stored = json.loads((tmp_path / "config.json").read_text())
