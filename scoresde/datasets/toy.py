@@ -44,7 +44,6 @@ nearest-neighbour estimator :func:`knn_entropy` (biased; see there).
 from __future__ import annotations
 
 import abc
-import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.registry import Registry
 from scoresde.sde import _positive_int
 
 __all__ = [
@@ -473,17 +473,20 @@ def circles() -> NoisyCurves:
     return NoisyCurves("circles", [Curve(0.5, _circle(r)) for r in (3.0, 1.5)], noise_std=0.24)
 
 
-TOY_DATASETS: dict[str, Callable[..., ToyDensity]] = {
-    "8gaussians": eight_gaussians,
-    "checkerboard": Checkerboard,
-    "swissroll": swissroll,
-    "moons": moons,
-    "pinwheel": Pinwheel,
-    "2spirals": two_spirals,
-    "rings": rings,
-    "circles": circles,
-    "gmm": gaussian_mixture,
-}
+TOY_DATASETS: Registry[Callable[..., ToyDensity]] = Registry(
+    "dataset",
+    {
+        "8gaussians": eight_gaussians,
+        "checkerboard": Checkerboard,
+        "swissroll": swissroll,
+        "moons": moons,
+        "pinwheel": Pinwheel,
+        "2spirals": two_spirals,
+        "rings": rings,
+        "circles": circles,
+        "gmm": gaussian_mixture,
+    },
+)
 """Toy dataset name -> factory; ``get_dataset(name, **kwargs)`` calls it."""
 
 
@@ -493,15 +496,7 @@ def get_dataset(name: str, **kwargs: object) -> ToyDensity:
     Only ``gmm`` takes an argument: ``mixture``, a :class:`GaussianMixture` to use instead of the
     default one.
     """
-    if name not in TOY_DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(TOY_DATASETS)}, got {name!r}")
-    factory = TOY_DATASETS[name]
-    allowed = list(inspect.signature(factory).parameters)
-    unknown = [key for key in kwargs if key not in allowed]
-    if unknown:
-        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no arguments"
-        raise ValueError(f"dataset {name!r} {takes}, got {', '.join(unknown)}")
-    return factory(**kwargs)
+    return TOY_DATASETS.build(name, **kwargs)
 
 
 # -- batch samplers -------------------------------------------------------------------------------
