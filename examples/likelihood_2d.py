@@ -6,7 +6,7 @@ VP model on a density whose log-density is known, evaluates the model's log-dens
 on held-out data, and reports the held-out NLL against the data's entropy: their difference is
 ``KL(data || model)``, estimated on the same points as ``mean(log p_data(x) - log p_model(x))``.
 
-    python examples/likelihood_2d.py                      # about 1.5 minutes on 2 CPU cores
+    python examples/likelihood_2d.py                      # under a minute on 2 CPU cores
     python examples/likelihood_2d.py --dataset checkerboard
     python examples/likelihood_2d.py --n-iters 300 --grid 24  # a quick look
 """

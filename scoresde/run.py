@@ -438,8 +438,8 @@ def eval_stage(config: ConfigDict, workdir: Path, score_fn: ScoreFn) -> dict[str
     began = time.perf_counter()
     result = log_likelihood(sde, score_fn, x, generator=generator, return_info=True, **options)
     nll_time = time.perf_counter() - began
-    nll, nll_se = metrics.mean_and_stderr(-result.logp)
     nll_per_point = -result.logp.to(torch.float64)
+    nll, nll_se = metrics.mean_and_stderr(nll_per_point)
     entropy, entropy_se = dataset.entropy()
     if dataset.has_exact_log_prob:  # paired on the same points: KL(data || model), small variance
         gap, gap_se = metrics.mean_and_stderr(dataset.log_prob(x.to(torch.float64)) - result.logp)
