@@ -10,17 +10,27 @@ from scoresde.datasets.toy import TOY_DATASETS, batch_sampler, get_dataset
 from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.losses import ddpm_loss, dsm_loss, get_loss_fn, smld_loss
 from scoresde.nets import MLPScoreNet, get_model
-from scoresde.sampling import CORRECTORS, PREDICTORS, SampleResult, sample
+from scoresde.sampling import (
+    CORRECTORS,
+    GRIDS,
+    PREDICTORS,
+    SAMPLERS,
+    SampleResult,
+    sample,
+    time_grid,
+)
 from scoresde.score import get_score_fn
 from scoresde.sde import (
     SDE,
     VESDE,
     VPSDE,
+    LinearDriftSDE,
     LinearSDE,
     ReverseSDE,
     ScoreFn,
     SubVPSDE,
     batch_broadcast,
+    gaussian_logp,
 )
 from scoresde.training import EMA, ConfigMismatchError, NonFiniteLossError, TrainResult, train
 
@@ -28,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE",
+    "LinearDriftSDE",
     "LinearSDE",
     "VPSDE",
     "SubVPSDE",
@@ -35,12 +46,16 @@ __all__ = [
     "ReverseSDE",
     "ScoreFn",
     "batch_broadcast",
+    "gaussian_logp",
     "GaussianMixture",
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",
     "sample",
     "SampleResult",
+    "SAMPLERS",
+    "GRIDS",
+    "time_grid",
     "PREDICTORS",
     "CORRECTORS",
     "train",

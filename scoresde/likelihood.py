@@ -29,13 +29,20 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.odeint import ADAPTIVE_METHODS, FIXED_METHODS, ODE_METHODS, odeint_within
+from scoresde.odeint import (
+    ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    ODE_METHODS,
+    check_tolerances,
+    odeint_within,
+)
+from scoresde.sampling.grids import check_times, time_grid
 from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, unchecked_times
+from scoresde.validation import check_bool, check_choice, check_int, refusal
 
 __all__ = ["EXACT_TRACE_MAX_DIM", "LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
@@ -73,6 +80,8 @@ class LikelihoodResult(NamedTuple):
     nfe: int
     #: The divergence used: ``"exact"`` or ``"hutchinson"`` (what ``trace="auto"`` chose).
     trace: str
+    #: The time ``eps`` the likelihood is of (``log p_eps``).
+    eps: float
 
 
 class _AugmentedDynamics:
@@ -130,28 +139,12 @@ def _draw_probes(probe: str, n_probes: int, x: Tensor, generator: torch.Generato
     return (2 * signs - 1).to(x.dtype)
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def log_likelihood(
     sde: SDE,
     score_fn: ScoreFn,
     x: Tensor,
     *,
-    eps: float = 1e-5,
+    eps: float | None = None,
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -159,6 +152,8 @@ def log_likelihood(
     n_probes: int = 1,
     probe: str = "rademacher",
     num_steps: int | None = None,
+    times: Tensor | None = None,
+    grid: str = "uniform",
     generator: torch.Generator | None = None,
     return_info: bool = False,
 ) -> Tensor | LikelihoodResult:
@@ -185,14 +180,15 @@ def log_likelihood(
     Defaults: ``dopri5`` with ``rtol = atol = 1e-5``. On a 2D mixture with the exact score its
     error is 2e-5 to 4e-5 nats with 86 (VP) to 146 (VE) score evaluations; ``1e-4`` costs 60 to
     105 evaluations for 3e-4 to 4e-4 nats, and ``rk4`` needs about 20 steps (80 evaluations) for
-    1e-3 nats (see ``benchmarks/likelihood.py``). ``eps = 1e-5`` as the reference implementation.
+    1e-3 nats (see ``docs/benchmarks.md``). ``eps = sde.likelihood_eps`` (``1e-5``, as the reference
+    implementation).
 
     Arguments:
         sde: the forward SDE; only its protocol (``sde``, ``prior_logp``, ``T``) is used.
         score_fn: ``(x, t) -> score`` of the shape of ``x``, differentiable in ``x`` (autograd),
             treating samples independently.
         x: data points ``(B, *D)``, floating point; the ODE is solved in ``x.dtype``.
-        eps: the start time, in ``(0, T)``.
+        eps: the start time, in ``(0, T)``; default ``sde.likelihood_eps``.
         method: an adaptive torchdiffeq method (``"dopri5"``, ``"dopri8"``, ``"bosh3"``,
             ``"fehlberg2"``, ``"adaptive_heun"``) or a fixed-step one (``"euler"``,
             ``"midpoint"``, ``"heun2"``, ``"heun3"``, ``"rk4"``).
@@ -204,10 +200,12 @@ def log_likelihood(
         probe: ``"rademacher"`` (entries ``+-1``; its variance ``2 sum_{i != j} A_ij^2``, with
             ``A`` the symmetrised Jacobian, never exceeds the Gaussian's ``2 sum_ij A_ij^2``) or
             ``"gaussian"``. Drawn once per call from ``generator`` and fixed along the trajectory.
-        num_steps: the number of *steps* of a fixed-step method, on the uniform grid
-            ``linspace(eps, T, num_steps + 1)`` (``num_steps + 1`` grid times); default ``sde.N``.
-            Not accepted by adaptive methods. (:func:`scoresde.sample` counts grid *times*
-            instead: its ``num_steps`` times make ``num_steps - 1`` steps.)
+        num_steps: the number of steps of a fixed-step method, on ``time_grid(sde, num_steps,
+            kind=grid, eps=eps)`` (the samplers' grids, walked from ``eps`` up to ``T``); default
+            ``sde.N``. Not accepted by adaptive methods.
+        times: the grid itself (strictly decreasing from ``T`` to ``eps``, as for the samplers),
+            instead of ``num_steps``, ``grid`` and ``eps``; an adaptive method uses its ends.
+        grid: the kind of grid (:data:`~scoresde.sampling.grids.GRIDS`) of a fixed-step method.
         generator: the source of the Hutchinson probes (nothing is drawn for the exact trace).
         return_info: return a :class:`LikelihoodResult` instead of ``logp``.
 
@@ -216,31 +214,38 @@ def log_likelihood(
         differentiable: the ODE is solved without a graph through the solver.
 
     Raises:
-        ValueError: for a bad argument (naming it and what is allowed), or a ``score_fn`` whose
-            output does not have the shape of ``x``.
+        ValueError: for a bad argument (naming it and what is allowed), points that are not all
+            finite (naming how many rows are not), or a ``score_fn`` whose first answer does not
+            have the shape of ``x`` or is not finite.
         RuntimeError: for a ``score_fn`` whose output carries no gradient with respect to ``x``.
     """
-    _check_choice("method", method, ODE_METHODS)
-    _check_choice("trace", trace, TRACES)
-    _check_choice("probe", probe, PROBES)
-    n_probes = _check_count("n_probes", n_probes, 1)
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    T = float(sde.T)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
-        raise ValueError(f"eps must be a number in (0, T) = (0, {T}), got {eps!r}")
-    if method in ADAPTIVE_METHODS and num_steps is not None:
-        raise ValueError(
-            f"num_steps is for the fixed-step methods {FIXED_METHODS}; method={method!r} "
-            f"chooses its steps from rtol and atol, got num_steps={num_steps!r}"
-        )
-    if num_steps is not None:
-        num_steps = _check_count("num_steps", num_steps, 1)
+    check_choice("method", method, ODE_METHODS)
+    check_choice("trace", trace, TRACES)
+    check_choice("probe", probe, PROBES)
+    n_probes = check_int("n_probes", n_probes, minimum=1)
+    check_bool("return_info", return_info)
     if not (isinstance(x, Tensor) and x.is_floating_point() and x.ndim >= 2 and x.shape[0] > 0):
         described = (
             f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x)
         )
-        raise ValueError(f"x must be a floating-point tensor of shape (B, *D), got a {described}")
+        raise ValueError(f"x must be a floating-point tensor of shape (B, *D); got a {described}")
+    check_tolerances(rtol, atol, x.dtype)
+    bad_rows = int((~x.flatten(1).isfinite().all(1)).sum())
+    if bad_rows:
+        raise ValueError(
+            f"x must be finite; got {bad_rows} of {x.shape[0]} rows with a NaN or an infinity"
+        )
+    if method in ADAPTIVE_METHODS and num_steps is not None:
+        raise ValueError(
+            f"num_steps is for the fixed-step methods {', '.join(map(repr, FIXED_METHODS))}; "
+            f"method={method!r} chooses its steps from rtol and atol; got num_steps={num_steps!r}"
+        )
+    if times is not None:
+        grid64 = _given_grid(sde, times, num_steps, eps)
+    else:
+        steps = 1 if method in ADAPTIVE_METHODS else (sde.N if num_steps is None else num_steps)
+        eps = sde.likelihood_eps if eps is None else eps
+        grid64 = time_grid(sde, steps, kind=grid, eps=eps)
 
     x = x.detach()
     if trace == "auto":
@@ -248,23 +253,29 @@ def log_likelihood(
     probes = None if trace == "exact" else _draw_probes(probe, n_probes, x, generator)
     counted = CountedScore(score_fn, require_grad=True)
     dynamics = _AugmentedDynamics(sde, counted, probes)
-    times = torch.tensor([eps, T], dtype=torch.float64, device=x.device)
-    grid = None
-    if method in FIXED_METHODS:
-        steps = sde.N if num_steps is None else num_steps
-        grid = torch.linspace(eps, T, steps + 1, dtype=torch.float64, device=x.device)
-        grid[0], grid[-1] = times[0], times[1]
+    up = grid64.flip(0).to(x.device)  # from eps up to T
+    ends = up[[0, -1]]
+    steps = up if method in FIXED_METHODS else None
     state = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     with torch.no_grad(), unchecked_times():
         xs, deltas = odeint_within(
-            dynamics, state, times, method=method, rtol=rtol, atol=atol, grid=grid
+            dynamics, state, ends, method=method, rtol=rtol, atol=atol, grid=steps
         )
     z, delta_logp = xs[-1], deltas[-1]
     prior_logp = sde.prior_logp(z)
     logp = prior_logp + delta_logp
     if return_info:
-        return LikelihoodResult(logp, prior_logp, delta_logp, z, counted.calls, trace)
+        eps_used = float(grid64[-1])
+        return LikelihoodResult(logp, prior_logp, delta_logp, z, counted.calls, trace, eps_used)
     return logp
+
+
+def _given_grid(sde: SDE, times: Tensor, num_steps: int | None, eps: float | None) -> Tensor:
+    """The caller's grid, refusing the arguments it replaces."""
+    given = [name for name, value in (("num_steps", num_steps), ("eps", eps)) if value is not None]
+    if given:
+        raise ValueError(f"times is the whole grid; do not also give {', '.join(given)}")
+    return check_times(sde, times)
 
 
 def bits_per_dim(
@@ -313,15 +324,15 @@ def bits_per_dim(
         generator: the source of the dequantisation noise ``u``, drawn first, and then of any
             Hutchinson probes.
         **likelihood_kwargs: passed to :func:`log_likelihood` (``eps``, ``method``, ``rtol``,
-            ``atol``, ``trace``, ``n_probes``, ``probe``, ``num_steps``).
+            ``atol``, ``trace``, ``n_probes``, ``probe``, ``num_steps``, ``times``, ``grid``).
 
     Returns:
         Bits per dimension, shape ``(B,)``.
     """
-    _check_count("num_bins", num_bins, 2)
+    check_int("num_bins", num_bins, minimum=2)
     lo, hi = data_range
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite (lo, hi) with lo < hi, got {data_range!r}")
+        raise ValueError(refusal("data_range", "finite (lo, hi) with lo < hi", data_range))
     if (
         not isinstance(x, Tensor)
         or x.is_floating_point()

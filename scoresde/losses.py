@@ -31,7 +31,9 @@ averaged.
   ``abar_i`` = ``sde.alphas_cumprod[i]``, ``lambda = 1 - abar_i``; for an epsilon network
   ``F = -sqrt(1 - abar_i) s`` this is DDPM's ``|| F - z ||^2``.
 
-In the discrete losses the network sees step ``i`` as the continuous time ``t_i = i T / (N - 1)``.
+In the discrete losses the network sees step ``i`` (``0 <= i < N``) as the continuous time
+``t_i = (i + 1) T / N``: never 0, where ``sigma(0) = 0`` and every parameterisation but ``score``
+divides by it, and mapped back to step ``i`` by the chain's ``floor(t (N - 1) / T)``.
 All noise (times, steps, ``z``) is drawn from the ``generator`` argument.
 """
 
@@ -43,7 +45,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.sde import SDE, ScoreFn, _positive_int, batch_broadcast, unchecked_times
+from scoresde.sde import SDE, ScoreFn, batch_broadcast, unchecked_times
+from scoresde.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "WEIGHTINGS",
@@ -60,18 +63,12 @@ WEIGHTINGS = ("score_sde", "likelihood")
 REDUCTIONS = ("mean", "sum")
 LOSSES = ("dsm", "smld", "ddpm")
 
-LossFn = Callable[[ScoreFn, Tensor, torch.Generator], Tensor]
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+ScoreLossFn = Callable[[ScoreFn, Tensor, torch.Generator], Tensor]
+"""``loss_fn(score_fn, x0, generator) -> scalar``: a loss of a score function on a batch."""
 
 
 def _check_eps(sde: SDE, eps: float) -> float:
-    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
-    return float(eps)
+    return check_number("eps", eps, 0, float(sde.T), low_open=True, high_open=True)
 
 
 def _rand(
@@ -121,8 +118,7 @@ class ImportanceTimeSampler:
 
     def __init__(self, sde: SDE, eps: float = 1e-5, grid_size: int = 4096):
         eps = _check_eps(sde, eps)
-        if _positive_int("grid_size", grid_size) < 2:
-            raise ValueError(f"grid_size must be an integer >= 2, got {grid_size!r}")
+        check_int("grid_size", grid_size, minimum=2)
         self.T, self.eps = float(sde.T), eps
         grid = torch.logspace(math.log10(eps), math.log10(self.T), grid_size, dtype=torch.float64)
         grid[0], grid[-1] = eps, self.T
@@ -174,12 +170,11 @@ def _uniform_times(
 
 def _dsm_loss_fn(
     sde: SDE, weighting: str, importance_sampling: bool, reduce: str, eps: float
-) -> LossFn:
-    _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("reduce", reduce, REDUCTIONS)
+) -> ScoreLossFn:
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("reduce", reduce, REDUCTIONS)
     eps = _check_eps(sde, eps)
-    if not isinstance(importance_sampling, bool):
-        raise ValueError(f"importance_sampling must be True or False, got {importance_sampling!r}")
+    check_bool("importance_sampling", importance_sampling)
     if importance_sampling and weighting != "likelihood":
         raise ValueError(
             "importance_sampling=True samples t with density proportional to g^2 / sigma^2, "
@@ -211,8 +206,8 @@ def _discrete_table(sde: SDE, attribute: str, loss: str, what: str) -> Tensor:
     return table
 
 
-def _discrete_loss_fn(sde: SDE, kind: str, reduce: str) -> LossFn:
-    _check_choice("reduce", reduce, REDUCTIONS)
+def _discrete_loss_fn(sde: SDE, kind: str, reduce: str) -> ScoreLossFn:
+    check_choice("reduce", reduce, REDUCTIONS)
     if kind == "smld":
         table = _discrete_table(sde, "discrete_sigmas", "smld", "the NCSN noise levels sigma_i")
     else:
@@ -222,7 +217,7 @@ def _discrete_loss_fn(sde: SDE, kind: str, reduce: str) -> LossFn:
     def loss_fn(score_fn: ScoreFn, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         device = x0.device if generator is None else generator.device
         i = torch.randint(0, N, (x0.shape[0],), generator=generator, device=device).to(x0.device)
-        t = i.to(x0.dtype) * (sde.T / (N - 1))
+        t = (i + 1).to(x0.dtype) * (sde.T / N)
         value = table.to(x0.device, x0.dtype)[i]
         if kind == "smld":
             mean, std = x0, value
@@ -273,7 +268,7 @@ def smld_loss(
 ) -> Tensor:
     """NCSN's loss ``E_i E[sigma_i^2 ||s(x_0 + sigma_i z, t_i) + z / sigma_i||^2]``, uniform ``i``.
 
-    Needs ``sde.discrete_sigmas`` (e.g. :class:`~scoresde.sde.VESDE`); ``t_i = i T / (N - 1)``.
+    Needs ``sde.discrete_sigmas`` (e.g. :class:`~scoresde.sde.VESDE`); ``t_i = (i + 1) T / N``.
     Arguments and return as in :func:`dsm_loss`.
     """
     return _discrete_loss_fn(sde, "smld", reduce)(score_fn, x0, generator)
@@ -290,13 +285,13 @@ def ddpm_loss(
     """DDPM's loss ``E_i E[(1 - abar_i) ||s(x_i, t_i) + z / sqrt(1 - abar_i)||^2]``, uniform ``i``.
 
     ``x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) z``; needs ``sde.alphas_cumprod`` (e.g.
-    :class:`~scoresde.sde.VPSDE`); ``t_i = i T / (N - 1)``. Arguments and return as in
+    :class:`~scoresde.sde.VPSDE`); ``t_i = (i + 1) T / N``. Arguments and return as in
     :func:`dsm_loss`.
     """
     return _discrete_loss_fn(sde, "ddpm", reduce)(score_fn, x0, generator)
 
 
-def get_loss_fn(sde: SDE, kind: str = "dsm", **options: object) -> LossFn:
+def get_loss_fn(sde: SDE, kind: str = "dsm", **options: object) -> ScoreLossFn:
     """The loss ``loss_fn(score_fn, x0, generator) -> scalar`` for a training loop, checked now.
 
     Arguments:
@@ -307,7 +302,7 @@ def get_loss_fn(sde: SDE, kind: str = "dsm", **options: object) -> LossFn:
     Every option is validated here, and the importance sampler's table built once, so a bad
     configuration fails before training starts.
     """
-    _check_choice("kind", kind, LOSSES)
+    check_choice("kind", kind, LOSSES)
     defaults: dict[str, object]
     if kind == "dsm":
         defaults = {

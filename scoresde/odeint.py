@@ -36,10 +36,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-__all__ = ["ADAPTIVE_METHODS", "FIXED_METHODS", "ODE_METHODS", "State", "odeint_within"]
+from scoresde.validation import check_number
+
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "FIXED_METHODS",
+    "ODE_METHODS",
+    "State",
+    "check_tolerances",
+    "odeint_within",
+]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 """torchdiffeq's Runge–Kutta methods with error control: ``rtol`` and ``atol`` set their steps."""
@@ -52,6 +62,15 @@ ODE_METHODS = ADAPTIVE_METHODS + FIXED_METHODS
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: a tensor or a tuple of tensors (integrated jointly, as one vector)."""
+
+
+def check_tolerances(rtol: float, atol: float, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` unless ``rtol`` and ``atol`` are finite numbers no smaller than the
+    resolution of ``dtype`` (tighter ones ask for steps torchdiffeq cannot take: it stops with an
+    underflow assertion)."""
+    resolution = torch.finfo(dtype).eps
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        check_number(name, value, resolution)
 
 
 def _check_monotone(name: str, t: Tensor, decreasing: bool) -> None:

@@ -3,8 +3,9 @@
 :func:`scoresde.sample` and :func:`scoresde.log_likelihood` both take any ``score_fn(x, t)`` and
 report how many times they called it (``nfe``). Both wrap it in one :class:`CountedScore`, which
 counts every call exactly (one call on a batch is one evaluation, whatever the batch size) and
-checks the first answer, so that a score of the wrong shape fails loudly instead of broadcasting
-into wrong numbers (a ``(B, 1)`` score times a ``(B, D)`` tensor is a ``(B, D)`` tensor).
+checks the first answer, so that a score of the wrong shape, device or values fails loudly instead
+of broadcasting into wrong numbers (a ``(B, 1)`` score times a ``(B, D)`` tensor is a ``(B, D)``
+tensor).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ __all__ = ["CountedScore"]
 class CountedScore:
     """``score_fn`` itself, counting its calls in :attr:`calls` and checking its first answer.
 
+    An answer in another floating dtype than ``x`` is cast to ``x``'s, so a float64 score does not
+    turn float32 samples into float64 ones.
+
     Arguments:
         score_fn: the score ``s(x, t)``, ``x`` of shape ``(B, *D)`` and ``t`` of shape ``(B,)``.
         require_grad: also require that the first answer carries a gradient with respect to its
             input (the likelihood differentiates the score in ``x``).
 
     Raises (on the first call):
-        ValueError: if the answer is not a tensor of the shape of ``x``.
+        ValueError: if the answer is not a floating-point tensor of the shape and device of ``x``,
+            or holds a NaN or an infinity.
         RuntimeError: with ``require_grad``, if the answer does not require a gradient (the score
             was computed under ``torch.no_grad()`` or detached).
     """
@@ -38,15 +43,24 @@ class CountedScore:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         score = self.score_fn(x, t)
         if self.calls == 0:
-            self._check(x, score)
+            self._check(x, t, score)
         self.calls += 1
-        return score
+        return score if score.dtype == x.dtype else score.to(x.dtype)
 
-    def _check(self, x: Tensor, score: Tensor) -> None:
+    def _check(self, x: Tensor, t: Tensor, score: Tensor) -> None:
         if not isinstance(score, Tensor) or score.shape != x.shape:
             got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
             raise ValueError(
-                f"score_fn must return a tensor of the input's shape {tuple(x.shape)}, got {got}"
+                f"score_fn must return a tensor of the input's shape {tuple(x.shape)}; got {got}"
+            )
+        if score.device != x.device or not score.is_floating_point():
+            raise ValueError(
+                f"score_fn must return a floating-point tensor on the input's device {x.device}; "
+                f"got {score.dtype} on {score.device}"
+            )
+        if not bool(score.isfinite().all()):
+            raise ValueError(
+                f"score_fn returned a NaN or an infinity at its first call (t = {t[0].item():.6g})"
             )
         if self.require_grad and not score.requires_grad:
             raise RuntimeError(

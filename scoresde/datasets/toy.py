@@ -56,7 +56,7 @@ from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.registry import Registry
-from scoresde.sde import _positive_int
+from scoresde.validation import check_int
 
 __all__ = [
     "ToyDensity",
@@ -99,7 +99,7 @@ class ToyDensity(abc.ABC):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` i.i.d. points ``(n, dim)``, float32, all randomness from ``generator``."""
-        return self._sample(_positive_int("n", n), generator).to(torch.float32)
+        return self._sample(check_int("n", n, minimum=1), generator).to(torch.float32)
 
     @abc.abstractmethod
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
@@ -123,7 +123,7 @@ class ToyDensity(abc.ABC):
             generator: the source of the samples; by default a fixed seed, so the value is
                 reproducible.
         """
-        x = self._sample(_positive_int("n", n), _entropy_generator(generator))
+        x = self._sample(check_int("n", n, minimum=1), _entropy_generator(generator))
         logp = self.log_prob(x)
         return float(-logp.mean()), float(logp.std() / math.sqrt(n))
 
@@ -338,7 +338,8 @@ class Pinwheel(ToyDensity):
     ) -> tuple[float, float]:
         """Kozachenko–Leonenko estimate on ``n`` samples (:func:`knn_entropy`; its bias at the
         default ``n`` is about 0.002 nats on smooth 2D densities)."""
-        return knn_entropy(self._sample(_positive_int("n", n), _entropy_generator(generator)))
+        n = check_int("n", n, minimum=1)
+        return knn_entropy(self._sample(n, _entropy_generator(generator)))
 
 
 def knn_entropy(x: Tensor, k: int = 4) -> tuple[float, float]:
@@ -363,7 +364,7 @@ def knn_entropy(x: Tensor, k: int = 4) -> tuple[float, float]:
         ``(entropy, standard error)`` in nats.
     """
     x = torch.as_tensor(x)
-    k = _positive_int("k", k)
+    k = check_int("k", k, minimum=1)
     if x.ndim != 2 or x.shape[0] <= k:
         raise ValueError(f"x must have shape (n, d) with n > k = {k}, got {tuple(x.shape)}")
     n, d = x.shape
@@ -523,7 +524,7 @@ def batch_sampler(source: object, batch_size: int) -> Callable[[torch.Generator]
         ValueError: for a ``batch_size`` below 1 or a source that is none of the above, empty,
             of inconsistent shapes, not floating point or not finite.
     """
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     if isinstance(source, str):
         source = get_dataset(source)
     sample = getattr(source, "sample", None)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from scoresde.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
-from scoresde.sde import _positive_int
+from scoresde.validation import check_int
 
 __all__ = ["MLPScoreNet"]
 
@@ -90,7 +90,7 @@ class MLPScoreNet(nn.Module):
     ):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            _positive_int(name, value)
+            check_int(name, value, minimum=1)
         if embedding == "fourier":
             self.embed: nn.Module = GaussianFourierEmbedding(embed_dim, fourier_scale, generator)
         elif embedding == "sinusoidal":

@@ -1,13 +1,23 @@
-"""Samplers behind :func:`sample`: predictors, correctors, the PC loop, the probability-flow ODE.
+"""Samplers behind :func:`sample`, each a function registered by name in :data:`SAMPLERS`.
 
-:func:`sample` is the entry point. Predictors and correctors are registered by name in
-:data:`PREDICTORS` and :data:`CORRECTORS`; to add one, subclass :class:`Predictor` or
-:class:`Corrector` (one constructor for both: ``(sde, score_fn, grid, *, ndim, generator)``, plus
-``snr`` for correctors), implement ``update`` (a predictor's step from ``t_i`` to ``t_{i+1}``, or
-one MCMC step of a corrector) and, to tabulate coefficients on the grid once, ``prepare``; then
-decorate it with :func:`register_predictor` / :func:`register_corrector`.
+========  ==========================================================================================
+sampler   what it is (module)
+========  ==========================================================================================
+``em``    Euler–Maruyama on the reverse-time SDE (``pc``)
+``pc``    predictor–corrector, Song et al. 2021 Alg. 1, with the predictors of :data:`PREDICTORS`
+          and correctors of :data:`CORRECTORS` (``pc``)
+``ode``   the probability-flow ODE through torchdiffeq (``ode``)
+``ddim``  DDIM, deterministic or stochastic (``ddim``)
+========  ==========================================================================================
+
+A sampler is one small function (:mod:`scoresde.sampling.base` says what it takes); adding one is a
+module with a function decorated by :func:`register_sampler`, imported here. Predictors and
+correctors of the ``pc`` sampler are registered the same way (:func:`register_predictor`,
+:func:`register_corrector`). :func:`time_grid` makes the time grids every sampler steps along.
 """
 
+from scoresde.sampling import ddim, ode, pc  # noqa: F401 (registers the samplers)
+from scoresde.sampling.base import SAMPLERS, GridCoefficients, SamplerSpec, register_sampler
 from scoresde.sampling.correctors import (
     CORRECTORS,
     AnnealedLangevinDynamics,
@@ -17,7 +27,7 @@ from scoresde.sampling.correctors import (
     register_corrector,
 )
 from scoresde.sampling.denoise import tweedie_denoise
-from scoresde.sampling.ode import ODE_METHODS, probability_flow_solve
+from scoresde.sampling.grids import GRIDS, check_times, time_grid
 from scoresde.sampling.predictors import (
     PREDICTORS,
     AncestralSamplingPredictor,
@@ -27,15 +37,20 @@ from scoresde.sampling.predictors import (
     ReverseDiffusionPredictor,
     register_predictor,
 )
-from scoresde.sampling.sampler import SAMPLERS, SampleResult, sample
+from scoresde.sampling.sampler import SampleResult, sample
 
 __all__ = [
     "sample",
     "SampleResult",
     "SAMPLERS",
+    "SamplerSpec",
+    "register_sampler",
+    "GridCoefficients",
+    "GRIDS",
+    "time_grid",
+    "check_times",
     "PREDICTORS",
     "CORRECTORS",
-    "ODE_METHODS",
     "Predictor",
     "Corrector",
     "register_predictor",
@@ -48,5 +63,4 @@ __all__ = [
     "AnnealedLangevinDynamics",
     "NoneCorrector",
     "tweedie_denoise",
-    "probability_flow_solve",
 ]

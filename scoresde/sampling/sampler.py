@@ -1,60 +1,51 @@
 """``scoresde.sample``: one entry point for every sampler, usable with any score function.
 
-Three samplers turn a prior sample ``x ~ p_T`` into a sample of the data distribution, given the
-forward SDE and its score ``s(x, t) = grad_x log p_t(x)``:
+A sampler turns a prior sample ``x ~ p_T`` into a sample of the data distribution, given the forward
+SDE and its score ``s(x, t) = grad_x log p_t(x)``, by stepping along a decreasing time grid
+``T = t_0 > t_1 > ... > t_n = eps``. Samplers are registered by name in :data:`SAMPLERS`
+(:mod:`scoresde.sampling.base` says what one is); each takes its own options.
 
-* ``"em"``: Euler–Maruyama on the reverse-time SDE;
-* ``"pc"``: predictor–corrector (Song et al., 2021, Algorithm 1) with a predictor and a corrector
-  chosen by name from :data:`PREDICTORS` and :data:`CORRECTORS`;
-* ``"ode"``: the probability-flow ODE, solved by torchdiffeq (adaptive or fixed step).
-
-**The time grid.** The stochastic samplers and the fixed-step ODE solvers run on the grid
-``t_k = linspace(T, eps, num_steps)``: ``num_steps`` counts grid *times*, so there are
-``num_steps - 1`` steps, each of the grid's real size ``(T - eps) / (num_steps - 1)``, that end
-exactly at ``eps``. (:func:`scoresde.log_likelihood` counts *steps* instead.) The correctors run at
-every grid time, the predictors between them. The predictors that follow the SDE's own discrete
-chain (``reverse_diffusion``, ``ancestral_sampling``) need ``num_steps = sde.N`` (the default) and
-``eps < T / (N - 1)`` (true of the defaults), so that the grid takes the chain's steps
-``N - 1, ..., 1`` once each, at the reference implementation's times; anything else raises
-``ValueError`` before any work (:func:`~scoresde.sampling.chain.check_chain_grid`). The chain's
-last step, whose mean is Tweedie's formula to first order in the step, is replaced by the
-denoising step below.
+**The time grid** is data: pass ``times`` (any strictly decreasing 1-D tensor inside ``(0, T]``),
+or let ``num_steps`` steps of :func:`~scoresde.sampling.grids.time_grid` of kind ``grid`` from
+``T`` to ``eps`` make it (``num_steps`` counts steps everywhere in scoresde: ``n`` steps, ``n + 1``
+times). Each sampler has a default number of steps and kind of grid; ``eps`` defaults to
+``sde.sampling_eps``. An adaptive sampler (the ODE with ``dopri5``) chooses its own steps: its grid
+only says where it reports the state (by default just ``[T, eps]``).
 
 **Denoising.** With ``denoise=True`` the sample of ``p_eps`` is replaced by its posterior mean
 ``E[x_0 | x_eps] = (x + sigma(eps)^2 s(x, eps)) / alpha(eps)`` (one more score evaluation).
 
 **Cost.** ``nfe`` in the returned :class:`SampleResult` counts the calls of ``score_fn`` exactly
-(one call on a batch is one evaluation): ``em``: ``num_steps - 1``; ``pc``: ``(num_steps - 1) p +
-num_steps c n_steps`` with ``p``, ``c`` the evaluations per predictor / corrector step (1 or 0);
-fixed-step ODE: ``(num_steps - 1)`` times the method's stages (euler 1, midpoint 2, rk4 4); adaptive
-ODE: as many as the solver needs; plus 1 for denoising. The default ``num_steps = sde.N`` (1000) is
-the reference's and is far more than a fixed-step ODE solver needs: on a 2-D mixture rk4 with
-``num_steps=20`` (77 evaluations) is as accurate as dopri5 at ``rtol = atol = 1e-5``.
+(one call on a batch is one evaluation), the denoising step included.
+
+**Randomness** comes only from ``generator``: one ``torch.Generator`` for the batch, or one per
+sample, so that sample ``i`` is the same whatever batch it is drawn in (see
+:mod:`~scoresde.sampling.noise`).
+
+**Checks.** The score's first answer is checked (shape, device, finite values); a NaN or infinity
+that appears later is caught at the end and reported with the grid time where it first appeared.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.sampling.chain import check_chain_grid
-from scoresde.sampling.correctors import CORRECTORS
+from scoresde.sampling.base import SAMPLERS, SamplerSpec
 from scoresde.sampling.denoise import tweedie_denoise
-from scoresde.sampling.ode import ODE_METHODS, probability_flow_solve
-from scoresde.sampling.pc import pc_loop
-from scoresde.sampling.predictors import PREDICTORS
+from scoresde.sampling.grids import check_times, time_grid
+from scoresde.sampling.noise import GaussianNoise, Generators, check_generators
 from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, unchecked_times
+from scoresde.validation import check_bool, refusal
 
-__all__ = ["SAMPLERS", "SampleResult", "sample"]
+__all__ = ["SampleResult", "sample"]
 
-SAMPLERS = ("em", "pc", "ode")
-"""The names of the samplers :func:`sample` offers."""
+StepHookFn = Callable[[Tensor, Tensor], Tensor]
+"""``step_hook(t, x) -> x``: the caller's projection of the state at grid time ``t`` (0-d)."""
 
 
 class SampleResult(NamedTuple):
@@ -63,7 +54,8 @@ class SampleResult(NamedTuple):
     Attributes:
         samples: the samples, shape ``(B, *D)``.
         nfe: the number of score evaluations the call made (one call on a batch counts once).
-        times: the times at which the trajectory was kept, decreasing, shape ``(K,)``; ``None``
+        grid: the time grid the sampler stepped along (float64); ``grid[-1]`` is ``eps``.
+        times: the grid times at which the trajectory was kept, decreasing, shape ``(K,)``; ``None``
             without ``trajectory_times``.
         trajectory: the samples at ``times`` (before denoising), shape ``(K, B, *D)``; ``None``
             without ``trajectory_times``.
@@ -71,48 +63,50 @@ class SampleResult(NamedTuple):
 
     samples: Tensor
     nfe: int
+    grid: Tensor
     times: Tensor | None
     trajectory: Tensor | None
-
-
-def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
-    allowed = sorted(allowed)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def _integer(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _batch_shape(shape: Sequence[int]) -> tuple[int, ...]:
     valid = (
         isinstance(shape, Sequence)
         and len(shape) > 0
-        and all(
-            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape
-        )
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
     )
     if not valid:
-        raise ValueError(
-            f"shape must be a non-empty sequence of positive ints (B, *D), got {shape!r}"
-        )
+        raise ValueError(refusal("shape", "a non-empty sequence of positive ints (B, *D)", shape))
     return tuple(int(n) for n in shape)
 
 
-def _times(name: str, values: Iterable[float] | Tensor, eps: float, T: float) -> list[float]:
-    values = values.tolist() if isinstance(values, Tensor) else list(values)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not eps <= v <= T:
-            raise ValueError(f"{name} must be numbers in [eps, T] = [{eps}, {T}], got {v!r}")
-    return values
+def _grid(
+    sde: SDE,
+    spec: SamplerSpec,
+    adaptive: bool,
+    times: Tensor | None,
+    num_steps: int | None,
+    grid: str | None,
+    eps: float | None,
+    rho: float,
+) -> Tensor:
+    """The float64 grid of a call, from ``times`` or from ``time_grid``'s arguments."""
+    if times is not None:
+        pairs = (("num_steps", num_steps), ("grid", grid), ("eps", eps))
+        given = [name for name, value in pairs if value is not None]
+        if given:
+            raise ValueError(f"times is the whole grid; do not also give {', '.join(given)}")
+        return check_times(sde, times)
+    if adaptive:
+        if num_steps is not None:
+            raise ValueError(
+                "num_steps is for fixed-step samplers; this adaptive sampler chooses its own steps "
+                "(give times= for the times at which to report the state)"
+            )
+        num_steps = 1
+    elif num_steps is None:
+        num_steps = sde.N if spec.default_steps is None else spec.default_steps
+    kind = spec.default_grid if grid is None else grid
+    return time_grid(sde, num_steps, kind=kind, eps=eps, rho=rho)
 
 
 def sample(
@@ -121,145 +115,129 @@ def sample(
     shape: Sequence[int],
     *,
     sampler: str = "pc",
-    predictor: str = "reverse_diffusion",
-    corrector: str = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
     num_steps: int | None = None,
+    times: Tensor | None = None,
+    grid: str | None = None,
     eps: float | None = None,
+    rho: float = 7.0,
     denoise: bool = True,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     trajectory_times: Iterable[float] | Tensor | None = None,
+    step_hook: StepHookFn | None = None,
     return_info: bool = False,
-    score_needs_grad: bool = False,
+    **options: Any,
 ) -> Tensor | SampleResult:
     """Draw samples by reversing ``sde`` with the score ``score_fn``.
 
     Arguments:
         sde: the forward SDE (any :class:`~scoresde.SDE`).
-        score_fn: ``s(x, t) -> grad_x log p_t(x)``, ``x`` of shape ``(B, *D)``, ``t`` ``(B,)``.
+        score_fn: ``s(x, t) -> grad_x log p_t(x)``, ``x`` of shape ``(B, *D)``, ``t`` ``(B,)``. It
+            runs under ``torch.no_grad()``; a score that needs gradients (an energy's, a
+            classifier's) takes them inside ``torch.enable_grad()`` on ``x.detach()``.
         shape: ``(B, *D)``, the shape of the batch of samples.
-        sampler: ``"em"``, ``"pc"`` or ``"ode"``.
-        predictor: for ``"pc"``, a name in :data:`PREDICTORS`: ``"euler_maruyama"``,
-            ``"reverse_diffusion"``, ``"ancestral_sampling"`` (SDEs with a discrete chain only) or
-            ``"none"``. ``reverse_diffusion`` and ``ancestral_sampling`` follow the SDE's ``N``-step
-            chain and need ``num_steps == sde.N`` and ``eps < T / (N - 1)``.
-        corrector: for ``"pc"``, a name in :data:`CORRECTORS`: ``"langevin"``, ``"ald"``,
-            ``"none"``.
-        snr: the corrector's target signal-to-noise ratio, > 0.
-        n_steps: corrector steps per grid time, >= 0.
-        num_steps: the number of grid *times* of ``linspace(T, eps, num_steps)``, >= 2 (default
-            ``sde.N``), so ``num_steps - 1`` predictor (or fixed-step ODE) steps; unused by
-            adaptive ODE methods. (:func:`scoresde.log_likelihood`'s ``num_steps`` counts steps.)
-        eps: the final time, in ``(0, T)`` (default ``sde.sampling_eps``).
+        sampler: a name in :data:`SAMPLERS` (see ``scoresde.sampling`` for the list).
+        num_steps: the number of steps of the grid ``time_grid(sde, num_steps, kind=grid,
+            eps=eps, rho=rho)``; default the sampler's own (``sde.N`` for ``em`` and ``pc``).
+        times: the grid itself, instead of ``num_steps``, ``grid`` and ``eps``.
+        grid: the kind of grid (:data:`~scoresde.sampling.grids.GRIDS`); default the sampler's.
+        eps: the grid's last time, in ``(0, T)``; default ``sde.sampling_eps``.
+        rho: the exponent of the ``karras`` grid.
         denoise: replace the final sample by Tweedie's ``E[x_0 | x_eps]`` (one score evaluation).
-        method: for ``"ode"``, a torchdiffeq method in :data:`~scoresde.sampling.ode.ODE_METHODS`.
-        rtol: relative tolerance of an adaptive ODE method, > 0.
-        atol: absolute tolerance of an adaptive ODE method, > 0.
-        generator: the only source of randomness: the same state gives the same samples.
-        dtype: the samples' dtype (default torch's default dtype).
-        device: the samples' device (default ``generator``'s, or torch's default without one).
+        generator: the only source of randomness: a ``torch.Generator`` for the batch, or a
+            sequence of ``B`` generators (one per sample; sample ``i`` then does not depend on the
+            batch it is drawn in, for samplers whose steps treat samples independently).
+        dtype: the samples' floating dtype (default torch's default dtype).
+        device: the samples' device (default the generator's, or torch's default without one).
             The prior sample is drawn by ``sde.prior_sampling(shape, generator)`` and then cast to
             ``dtype`` and moved to ``device``, so an SDE needs nothing beyond that signature.
-        trajectory_times: times in ``[eps, T]`` at which to keep the samples; the stochastic
-            samplers keep them at the nearest grid times, the ODE sampler at the exact times.
+        trajectory_times: times in ``[eps, T]`` at which to keep the state; a fixed-step sampler
+            keeps it at the nearest grid times, an adaptive one at the exact times.
+        step_hook: ``step_hook(t, x) -> x``, applied to the state every time it reaches a grid time
+            ``t`` (after each predictor and corrector move): a projection such as inpainting's
+            replacement of the known values.
         return_info: return a :class:`SampleResult` instead of the samples alone.
-        score_needs_grad: run under ``torch.no_grad()`` instead of ``torch.inference_mode()``, so
-            that ``score_fn`` may enable gradients itself (an energy's gradient, classifier
-            guidance).
+        **options: the sampler's own options (e.g. ``predictor``, ``corrector``, ``snr``,
+            ``n_steps`` for ``pc``; ``method``, ``rtol``, ``atol`` for ``ode``; ``eta`` for
+            ``ddim``); an option the sampler does not take raises ``ValueError`` naming it.
 
     Returns:
         the samples, shape ``shape``; with ``return_info``, a :class:`SampleResult`.
 
     Raises:
-        ValueError: for a bad argument (naming it and what is allowed), a predictor the SDE or the
-            grid does not support, or a ``score_fn`` whose output does not have the input's shape.
+        ValueError: for a bad argument (naming it and what is allowed), a grid the sampler cannot
+            follow, a ``score_fn`` whose first answer has the wrong shape, device or a non-finite
+            value, or samples that turned non-finite (naming the grid time where they did).
     """
-    T = float(sde.T)
     shape = _batch_shape(shape)
-    _choice("sampler", sampler, SAMPLERS)
-    _choice("predictor", predictor, PREDICTORS)
-    _choice("corrector", corrector, CORRECTORS)
-    _choice("method", method, ODE_METHODS)
-    num_steps = _integer("num_steps", sde.N if num_steps is None else num_steps, 2)
-    n_steps = _integer("n_steps", n_steps, 0)
-    for name, value in (("snr", snr), ("rtol", rtol), ("atol", atol)):
-        _positive(name, value)
-    eps = sde.sampling_eps if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
-        raise ValueError(f"eps must be a number in (0, T) = (0, {T}), got {eps!r}")
-    keep = None
-    if trajectory_times is not None:
-        keep = _times("trajectory_times", trajectory_times, eps, T)
-    if sampler == "em":
-        predictor, corrector = "euler_maruyama", "none"
-    if sampler == "pc":
-        if predictor == "none" and corrector == "none":
-            raise ValueError(
-                "predictor='none' with corrector='none' does nothing; choose at least one"
-            )
-        if PREDICTORS[predictor].follows_sde_chain:
-            check_chain_grid(predictor, sde, num_steps, eps)
+    spec = SAMPLERS.lookup(sampler)
+    spec.check_options(sampler, options)
+    check_bool("denoise", denoise)
+    check_bool("return_info", return_info)
+    check_generators(generator, shape[0])
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(refusal("dtype", "a floating-point torch.dtype", dtype))
+    noise = GaussianNoise(generator)
+    device = torch.device(device if device is not None else noise.device or "cpu")
+
+    adaptive = spec.adaptive(options)
+    grid64 = _grid(sde, spec, adaptive, times, num_steps, grid, eps, rho)
+    wanted = _trajectory_times(trajectory_times, grid64)
+    if adaptive and wanted is not None:
+        grid64 = torch.cat([grid64, wanted]).unique().flip(0)
+    grid64 = grid64.to(device)
+    keep = None if wanted is None else set(_nearest(grid64, wanted.to(device)))
 
     counted = CountedScore(score_fn)
-    wanted = [] if keep is None else keep
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if device is None and generator is not None:
-        device = generator.device
-    context = torch.no_grad() if score_needs_grad else torch.inference_mode()
-    with context, unchecked_times():
-        grid = torch.linspace(T, eps, num_steps, dtype=dtype, device=device)
-        grid[-1] = eps
-        if sampler == "ode":
-            x = _prior(sde, shape, generator, grid)
-            x, times, kept = _solve_ode(sde, counted, x, grid, wanted, method, rtol, atol)
-        else:
-            options = {"ndim": len(shape), "generator": generator}
-            steps = PREDICTORS[predictor](sde, counted, grid, **options)
-            corrections = CORRECTORS[corrector](sde, counted, grid, snr=snr, **options)
-            x = _prior(sde, shape, generator, grid)
-            index = sorted({round((T - v) / (T - eps) * (num_steps - 1)) for v in wanted})
-            x, kept = pc_loop(x, grid, steps, corrections, n_steps, index)
-            times = grid[index]
+    grid_x = grid64.to(dtype)
+    kept: dict[int, Tensor] = {}
+    first_bad = torch.full((), -1, device=device)
+
+    def on_step(i: int, x: Tensor) -> Tensor:
+        nonlocal first_bad
+        if step_hook is not None:
+            x = step_hook(grid_x[i], x)
+        first_bad = torch.where((first_bad < 0) & ~x.isfinite().all(), i, first_bad)
+        if keep is not None and i in keep:
+            kept[i] = x.clone()
+        return x
+
+    with torch.no_grad(), unchecked_times():
+        x = on_step(0, noise.prior(sde, shape, dtype, device))
+        x = spec.fn(sde, counted, x, grid64, noise=noise, on_step=on_step, **options)
+        if int(first_bad) >= 0:
+            raise ValueError(
+                f"the samples became NaN or infinite at t = {grid64[int(first_bad)].item():.6g} "
+                f"(grid step {int(first_bad)} of {len(grid64) - 1}) with sampler={sampler!r}: "
+                "the score returned a non-finite value there, or the steps are too large for it"
+            )
         if denoise:
-            x = tweedie_denoise(sde, counted, x, grid[-1])
-    # Copies made outside inference mode are ordinary tensors, usable later with autograd.
-    samples = x.clone()
+            x = tweedie_denoise(sde, counted, x, grid_x[-1])
     if not return_info:
-        return samples
+        return x
     if keep is None:
-        return SampleResult(samples, counted.calls, None, None)
-    trajectory = torch.stack(kept).clone() if kept else x.new_empty((0, *shape)).clone()
-    return SampleResult(samples, counted.calls, times.clone(), trajectory)
+        return SampleResult(x, counted.calls, grid64.cpu(), None, None)
+    indices = sorted(keep)
+    trajectory = torch.stack([kept[i] for i in indices])
+    return SampleResult(x, counted.calls, grid64.cpu(), grid64[indices].cpu(), trajectory)
 
 
-def _prior(
-    sde: SDE, shape: tuple[int, ...], generator: torch.Generator | None, grid: Tensor
-) -> Tensor:
-    """``sde.prior_sampling(shape, generator)`` (the protocol's signature, nothing more), in the
-    grid's dtype and on its device."""
-    return sde.prior_sampling(shape, generator).to(device=grid.device, dtype=grid.dtype)
+def _trajectory_times(values: Iterable[float] | Tensor | None, grid: Tensor) -> Tensor | None:
+    """The requested trajectory times as float64, each inside the grid's span, or ``None``."""
+    if values is None:
+        return None
+    t = torch.as_tensor(values if isinstance(values, Tensor) else list(values))
+    t = t.to(torch.float64).reshape(-1)
+    lo, hi = grid[-1].item(), grid[0].item()
+    bad = ~((t >= lo) & (t <= hi))
+    if t.numel() == 0 or bool(bad.any()):
+        got = t[bad][0].item() if bool(bad.any()) else "none"
+        raise ValueError(refusal("trajectory_times", f"times in [eps, T] = [{lo}, {hi}]", got))
+    return t
 
 
-def _solve_ode(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
-    grid: Tensor,
-    wanted: list[float],
-    method: str,
-    rtol: float,
-    atol: float,
-) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """The probability-flow solution at ``eps`` and at the distinct ``wanted`` times, decreasing."""
-    ends = grid[[0, -1]]
-    wanted_t = torch.tensor(wanted, dtype=grid.dtype, device=grid.device)
-    out = torch.cat([ends, wanted_t]).unique().flip(0)
-    path = probability_flow_solve(sde, score_fn, x, grid, out, method=method, rtol=rtol, atol=atol)
-    mask = torch.isin(out, wanted_t)
-    return path[-1], out[mask], list(path[mask])
+def _nearest(grid: Tensor, wanted: Tensor) -> list[int]:
+    """The index of the grid time nearest to each wanted time."""
+    return (grid[None, :] - wanted[:, None]).abs().argmin(1).tolist()
