@@ -14,10 +14,10 @@ kind           ``n + 1`` times from ``T`` down to ``eps``, ``u = i / n``
                ``s = sigma / alpha`` (EDM, Karras et al. 2022, eq. 5; ``rho = 7``)
 =============  ====================================================================================
 
-The last two are uniform in a function of ``lambda``; their times are found by inverting
-``lambda(t)`` (:meth:`~scoresde.SDE.time_at_log_snr`, bisection where there is no closed form). Grids
-are float64: solvers compute their coefficients from them at full precision and evaluate the score
-at the times cast to the samples' dtype.
+The last two are uniform in a function of ``lambda``; their times come from inverting ``lambda(t)``
+(:meth:`~scoresde.SDE.time_at_log_snr`, by bisection unless an SDE has a closed form). Grids are
+float64: solvers compute their coefficients from them at full precision and evaluate the score at
+the times cast to the samples' dtype.
 """
 
 from __future__ import annotations
