@@ -83,7 +83,7 @@ def get_default_configs() -> ConfigDict:
     sampling.corrector = "none"
     sampling.snr = 0.16
     sampling.n_steps = 1
-    sampling.num_steps = config_dict.placeholder(int)  # None: sde.N
+    sampling.num_steps = config_dict.placeholder(int)  # None: the sampler's default (pc: sde.N - 1)
     sampling.eps = config_dict.placeholder(float)  # None: the SDE's sampling_eps
     sampling.denoise = True
     sampling.method = "dopri5"

@@ -33,7 +33,8 @@ from scoresde.likelihood import TRACES, log_likelihood
 from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS, get_loss_fn
 from scoresde.nets import MODELS, get_model
 from scoresde.nets.mlp import EMBEDDINGS
-from scoresde.sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS, sample
+from scoresde.odeint import ODE_METHODS
+from scoresde.sampling import CORRECTORS, PREDICTORS, SAMPLERS, sample
 from scoresde.score import PARAMETERIZATIONS, get_score_fn
 from scoresde.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
 
@@ -166,7 +167,7 @@ FIELDS: dict[str, Rule] = {
     "sampling.corrector": _choice(CORRECTORS),
     "sampling.snr": _positive(),
     "sampling.n_steps": _integer(0),
-    "sampling.num_steps": _optional(_integer(2)),
+    "sampling.num_steps": _optional(_integer(1)),
     "sampling.eps": _optional(_positive()),
     "sampling.denoise": _boolean(),
     "sampling.method": _choice(ODE_METHODS),
@@ -285,8 +286,8 @@ def _gaussian_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def sampler_options(config: ConfigDict) -> dict[str, Any]:
     """The keyword arguments of :func:`scoresde.sample` set by ``config.sampling``."""
     c = config.sampling
-    names = ("sampler", "predictor", "corrector", "snr", "n_steps", "num_steps", "eps", "denoise")
-    return {name: c[name] for name in (*names, "method", "rtol", "atol")}
+    own = [name for name in SAMPLERS[c.sampler].options if name in c]
+    return {name: c[name] for name in ("sampler", "num_steps", "eps", "denoise", *own)}
 
 
 def likelihood_options(config: ConfigDict) -> dict[str, Any]:

@@ -31,9 +31,13 @@ averaged.
   ``abar_i`` = ``sde.alphas_cumprod[i]``, ``lambda = 1 - abar_i``; for an epsilon network
   ``F = -sqrt(1 - abar_i) s`` this is DDPM's ``|| F - z ||^2``.
 
-In the discrete losses the network sees step ``i`` (``0 <= i < N``) as the continuous time
-``t_i = (i + 1) T / N``: never 0, where ``sigma(0) = 0`` and every parameterisation but ``score``
-divides by it, and mapped back to step ``i`` by the chain's ``floor(t (N - 1) / T)``.
+In the discrete losses the network sees step ``i`` (``0 <= i < N``) at the continuous time whose
+kernel the step matches, which the chain's ``floor(t (N - 1) / T)`` maps back to step ``i``:
+
+* SMLD: ``t_i = i T / (N - 1)``, where the VE kernel's ``sigma(t_i)`` is exactly ``sigma_i``;
+* DDPM: ``t_i = (i + 1) T / N``, the end of the ``i + 1`` steps of ``T / N`` that ``abar_i``
+  accumulates (``-log abar_i ~ B(t_i)``), and never 0, where ``sigma = 0`` and every
+  parameterisation but ``score`` would divide by it.
 All noise (times, steps, ``z``) is drawn from the ``generator`` argument.
 """
 
@@ -217,7 +221,11 @@ def _discrete_loss_fn(sde: SDE, kind: str, reduce: str) -> ScoreLossFn:
     def loss_fn(score_fn: ScoreFn, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         device = x0.device if generator is None else generator.device
         i = torch.randint(0, N, (x0.shape[0],), generator=generator, device=device).to(x0.device)
-        t = (i + 1).to(x0.dtype) * (sde.T / N)
+        t = (
+            i.to(x0.dtype) * (sde.T / (N - 1))
+            if kind == "smld"
+            else (i + 1).to(x0.dtype) * (sde.T / N)
+        )
         value = table.to(x0.device, x0.dtype)[i]
         if kind == "smld":
             mean, std = x0, value
@@ -268,7 +276,7 @@ def smld_loss(
 ) -> Tensor:
     """NCSN's loss ``E_i E[sigma_i^2 ||s(x_0 + sigma_i z, t_i) + z / sigma_i||^2]``, uniform ``i``.
 
-    Needs ``sde.discrete_sigmas`` (e.g. :class:`~scoresde.sde.VESDE`); ``t_i = (i + 1) T / N``.
+    Needs ``sde.discrete_sigmas`` (e.g. :class:`~scoresde.sde.VESDE`); ``t_i = i T / (N - 1)``.
     Arguments and return as in :func:`dsm_loss`.
     """
     return _discrete_loss_fn(sde, "smld", reduce)(score_fn, x0, generator)

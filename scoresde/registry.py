@@ -19,6 +19,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from scoresde.validation import refusal
+
 __all__ = ["Registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,7 +44,8 @@ class Registry(dict[str, F]):
         """Register ``entry`` as ``name``, which must be new; returns ``entry``."""
         if name in self:
             raise ValueError(
-                f"a {self.kind} named {name!r} is already registered ({self[name].__name__})"
+                f"a {self.kind} named {name!r} is already registered "
+                f"({getattr(self[name], '__name__', self[name])!r})"
             )
         self[name] = entry
         return entry
@@ -54,7 +57,7 @@ class Registry(dict[str, F]):
     def lookup(self, name: str) -> F:
         """The entry ``name``; a ``ValueError`` naming the registered ones if there is none."""
         if name not in self:
-            raise ValueError(f"{self.kind} must be one of {', '.join(self)}, got {name!r}")
+            raise ValueError(refusal(self.kind, "one of " + ", ".join(map(repr, self)), name))
         return self[name]
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
@@ -63,6 +66,7 @@ class Registry(dict[str, F]):
         allowed = list(inspect.signature(entry).parameters)
         unknown = [key for key in kwargs if key not in allowed]
         if unknown:
-            takes = f"takes {', '.join(allowed)}" if allowed else "takes no arguments"
-            raise ValueError(f"{self.kind} {name!r} {takes}; got unknown {', '.join(unknown)}")
+            takes = f"takes {', '.join(map(repr, allowed))}" if allowed else "takes no arguments"
+            got = ", ".join(map(repr, unknown))
+            raise ValueError(f"{self.kind} {name!r} {takes}; got unknown {got}")
         return entry(**kwargs)

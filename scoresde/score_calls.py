@@ -27,18 +27,29 @@ class CountedScore:
         score_fn: the score ``s(x, t)``, ``x`` of shape ``(B, *D)`` and ``t`` of shape ``(B,)``.
         require_grad: also require that the first answer carries a gradient with respect to its
             input (the likelihood differentiates the score in ``x``).
+        defer_finite_check: check that the first answer is finite only when
+            :meth:`check_first_answer_finite` is called, not during the call: reading the verdict
+            on the host would synchronise an accelerator inside a sampling loop.
 
     Raises (on the first call):
         ValueError: if the answer is not a floating-point tensor of the shape and device of ``x``,
-            or holds a NaN or an infinity.
+            or (unless deferred) holds a NaN or an infinity.
         RuntimeError: with ``require_grad``, if the answer does not require a gradient (the score
             was computed under ``torch.no_grad()`` or detached).
     """
 
-    def __init__(self, score_fn: ScoreFn, *, require_grad: bool = False):
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        *,
+        require_grad: bool = False,
+        defer_finite_check: bool = False,
+    ):
         self.score_fn = score_fn
         self.require_grad = require_grad
+        self.defer_finite_check = defer_finite_check
         self.calls = 0
+        self._first: tuple[Tensor, float | Tensor] | None = None
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         score = self.score_fn(x, t)
@@ -58,12 +69,19 @@ class CountedScore:
                 f"score_fn must return a floating-point tensor on the input's device {x.device}; "
                 f"got {score.dtype} on {score.device}"
             )
-        if not bool(score.isfinite().all()):
-            raise ValueError(
-                f"score_fn returned a NaN or an infinity at its first call (t = {t[0].item():.6g})"
-            )
+        self._first = (score.isfinite().all(), t[0])
+        if not self.defer_finite_check:
+            self.check_first_answer_finite()
         if self.require_grad and not score.requires_grad:
             raise RuntimeError(
                 "score_fn's output carries no gradient with respect to x; it must be "
                 "differentiable in x (do not compute it under torch.no_grad() or detach it)"
+            )
+
+    def check_first_answer_finite(self) -> None:
+        """Raise ``ValueError`` if the first answer held a NaN or an infinity."""
+        if self._first is not None and not bool(self._first[0]):
+            t = float(self._first[1])
+            raise ValueError(
+                f"score_fn returned a NaN or an infinity at its first call (t = {t:.6g})"
             )

@@ -102,17 +102,16 @@ def test_a_bad_value_is_rejected_naming_the_field_and_what_is_allowed(sde, field
 # loss, the sampler, the likelihood) names the problem, in one line, before any work.
 # (sde, {field: value}, the group named, text the message must contain)
 BAD_COMBINATIONS = [
-    ("vp", {"sde.beta_min": 30.0}, "sde", "beta_min must be < beta_max"),
-    ("ve", {"sde.sigma_min": 50.0}, "sde", "sigma_min must be < sigma_max"),
+    ("vp", {"sde.beta_min": 30.0}, "sde", "beta_max must be > beta_min = 30.0"),
+    ("ve", {"sde.sigma_min": 50.0}, "sde", "sigma_max must be > sigma_min = 50.0"),
     ("vp", {"training.eps": 1.5}, "training", "eps"),
     ("vp", {"training.loss": "smld"}, "training", "discrete_sigmas"),
     ("vp", {"training.weighting": "score_sde"}, "training", "importance_sampling"),
     ("vp", {"sampling.eps": 2.0}, "sampling", "eps"),
-    ("vp", {"sampling.num_steps": 10}, "sampling", "num_steps must equal sde.N"),
-    ("vp", {"sampling.eps": 0.05}, "sampling", "eps < T / (N - 1)"),
-    ("subvp", {"sampling.predictor": "ancestral_sampling"}, "sampling", "ancestral"),
+    ("vp", {"sampling.num_steps": 2000}, "sampling", "does not move"),
+    ("vp", {"sampling.eps": 0.05}, "sampling", "does not move"),
     ("vp", {"sampling.predictor": "none", "sampling.corrector": "none"}, "sampling", "nothing"),
-    ("vp", {"sde.N": 10}, "sampling", "larger N"),
+    ("vp", {"sde.N": 10}, "sde", "N must be an integer > beta_max = 20.0"),
     ("vp", {"eval.eps": 1.0}, "eval", "eps"),
 ]
 

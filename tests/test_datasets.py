@@ -66,7 +66,7 @@ def test_registry_and_errors():
     assert set(TOY_DATASETS) == ffjord | {"circles", "gmm"}
     with pytest.raises(ValueError, match="dataset must be one of .*'nope'"):
         get_dataset("nope")
-    with pytest.raises(ValueError, match="dataset .moons. takes no arguments; got unknown noise"):
+    with pytest.raises(ValueError, match="dataset .moons. takes no arguments; got unknown .noise."):
         get_dataset("moons", noise=0.1)
     with pytest.raises(ValueError, match="mixture must be a GaussianMixture"):
         get_dataset("gmm", mixture=3)

@@ -16,14 +16,14 @@ MIXTURE = GaussianMixture.ring(k=8, radius=2.83, std=0.35)
 
 
 class DDPMKernel:
-    """DDPM's discrete kernel ``N(sqrt(abar_i) x0, (1 - abar_i) I)`` at ``t_i = i T / (N - 1)``,
+    """DDPM's discrete kernel ``N(sqrt(abar_i) x0, (1 - abar_i) I)`` at ``t_i = (i + 1) T / N``,
     so that ``MIXTURE.score_fn(DDPMKernel(sde))`` is the exact score of DDPM's perturbed data."""
 
     def __init__(self, sde):
         self.sde = sde
 
     def marginal_prob(self, x, t):
-        i = torch.round(t * (self.sde.N - 1) / self.sde.T).long()
+        i = torch.round(t * self.sde.N / self.sde.T).long() - 1
         abar = self.sde.alphas_cumprod.to(x.dtype)[i]
         return abar.sqrt().reshape(-1, *[1] * (x.ndim - 1)) * x, (1 - abar).sqrt()
 
@@ -161,7 +161,7 @@ def test_importance_sampler_draws_from_g2_over_sigma2():
 
     def antiderivative(time):
         return math.log(
-            math.expm1(VP.integrated_beta(torch.tensor(time, dtype=torch.float64)).item())
+            math.expm1(VP.schedule.integrated(torch.tensor(time, dtype=torch.float64)).item())
         )
 
     for tau in (1e-4, 1e-3, 1e-2, 0.1, 0.5):
@@ -221,7 +221,7 @@ def test_training_with_dsm_recovers_a_gaussian_score():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="kind must be one of 'dsm', 'smld', 'ddpm', got 'nce'"):
+    with pytest.raises(ValueError, match="kind must be one of 'dsm', 'smld', 'ddpm'; got 'nce'"):
         get_loss_fn(VP, "nce")
     with pytest.raises(
         ValueError,
@@ -231,16 +231,16 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="the smld loss takes options reduce; got unknown eps"):
         get_loss_fn(VE, "smld", eps=1e-3)
     with pytest.raises(
-        ValueError, match="weighting must be one of 'score_sde', 'likelihood', got 'snr'"
+        ValueError, match="weighting must be one of 'score_sde', 'likelihood'; got 'snr'"
     ):
         get_loss_fn(VP, "dsm", weighting="snr")
-    with pytest.raises(ValueError, match="reduce must be one of 'mean', 'sum', got 'max'"):
+    with pytest.raises(ValueError, match="reduce must be one of 'mean', 'sum'; got 'max'"):
         get_loss_fn(VP, "ddpm", reduce="max")
-    with pytest.raises(ValueError, match=r"eps must lie in \(0, T\) = \(0, 1.0\), got 0"):
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1.0\); got 0"):
         get_loss_fn(VP, "dsm", eps=0)
     with pytest.raises(ValueError, match="only reduces the variance of weighting='likelihood'"):
         get_loss_fn(VP, "dsm", importance_sampling=True)
-    with pytest.raises(ValueError, match="importance_sampling must be True or False"):
+    with pytest.raises(ValueError, match="importance_sampling must be True or False; got 'yes'"):
         get_loss_fn(VP, "dsm", weighting="likelihood", importance_sampling="yes")
     x0, score = torch.zeros(4, 2), MIXTURE.score_fn(VP)
     with pytest.raises(
@@ -255,9 +255,16 @@ def test_bad_arguments():
         get_loss_fn(USER, "ddpm")
 
 
-@pytest.mark.parametrize(("loss", "sde"), [(smld_loss, VE_20), (ddpm_loss, VP_50)])
-def test_discrete_losses_show_the_model_step_times(loss, sde):
-    """The model sees step i at t_i = i T / (N - 1): t (N - 1) / T is an integer in [0, N - 1]."""
+@pytest.mark.parametrize(
+    ("loss", "sde", "step_of"),
+    [
+        (smld_loss, VE_20, lambda t, sde: t * (sde.N - 1) / sde.T),  # t_i = i T / (N - 1)
+        (ddpm_loss, VP_50, lambda t, sde: t * sde.N / sde.T - 1),  # t_i = (i + 1) T / N
+    ],
+)
+def test_discrete_losses_show_the_model_step_times(loss, sde, step_of):
+    """The model sees SMLD's step i where sigma(t_i) = sigma_i, DDPM's at the end of its i + 1
+    steps of T / N (never t = 0, where sigma = 0 and the parameterisations divide by it)."""
     seen = []
 
     def score(x, t):
@@ -270,7 +277,7 @@ def test_discrete_losses_show_the_model_step_times(loss, sde):
         torch.zeros(500, 2, dtype=torch.float64),
         generator=torch.Generator().manual_seed(0),
     )
-    steps = seen[0] * (sde.N - 1) / sde.T
+    steps = step_of(seen[0], sde)
     torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-9)
     # 500 draws of 20 or 50 equally likely steps reach both ends.
     assert steps.round().min() == 0 and steps.round().max() == sde.N - 1

@@ -101,9 +101,9 @@ def test_mlp_learns_a_time_dependent_target(embedding):
 def test_registry():
     net = get_model("mlp", dim=3, hidden=8, depth=1)
     assert isinstance(net, MLPScoreNet) and net(torch.randn(2, 3), torch.rand(2)).shape == (2, 3)
-    with pytest.raises(ValueError, match="model must be one of mlp, got 'unet'"):
+    with pytest.raises(ValueError, match="model must be one of 'mlp'; got 'unet'"):
         get_model("unet")
-    with pytest.raises(ValueError, match="got unknown width"):
+    with pytest.raises(ValueError, match="got unknown 'width'"):
         get_model("mlp", dim=2, width=3)
     with pytest.raises(ValueError, match="already registered"):
         register_model("mlp", MLPScoreNet)

@@ -25,7 +25,8 @@ from torch import Tensor
 from user_sde import TimeVaryingOU
 
 from scoresde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
-from scoresde.sde import unchecked_times
+from scoresde.sampling.chain import chain_transitions
+from scoresde.sde import CosineSchedule, unchecked_times
 
 F64 = torch.float64
 
@@ -83,7 +84,6 @@ SDE_FACTORIES = {
 }
 DEFAULT_SDES = {kind: factory() for kind, factory in SDE_FACTORIES.items()}
 KINDS = list(DEFAULT_SDES)
-DISCRETE_KINDS = ("vp-linear", "vp-cosine", "ve")  # the SDEs with an ancestral (DDPM/SMLD) step
 
 
 def coefficients(sde: SDE, t: float) -> tuple[float, float]:
@@ -155,7 +155,7 @@ def test_linear_sde_from_f_g_reproduces_the_closed_forms(sde, initial_std):
     # Measured: ~1e-15 relative for the smooth schedules (quadrature at machine precision), and
     # 1.2e-7 (alpha) / 5e-10 (sigma) for the cosine schedule, whose beta has a kink at t_c
     # between grid points (O(h^2) there). Asserted: 1e-12 smooth, 1e-6 cosine.
-    rtol = 1e-6 if getattr(sde, "schedule", "") == "cosine" else 1e-12
+    rtol = 1e-6 if isinstance(getattr(sde, "schedule", None), CosineSchedule) else 1e-12
     torch.testing.assert_close(lin.mean_coeff(t), sde.mean_coeff(t), rtol=rtol, atol=0)
     torch.testing.assert_close(lin.marginal_std(t), sde.marginal_std(t), rtol=rtol, atol=0)
     assert lin.prior_std == pytest.approx(float(sde.marginal_std(torch.tensor([1.0], dtype=F64))))
@@ -405,16 +405,7 @@ def test_reverse_drift_and_diffusion(kind):
     flow_drift, flow_diffusion = sde.reverse(toy_score, probability_flow=True).sde(x, t)
     torch.testing.assert_close(flow_drift, drift - 0.5 * g2 * score, rtol=1e-14, atol=1e-14)
     assert torch.equal(flow_diffusion, torch.zeros_like(diffusion))
-    # The reversed discretisation: rev_f = f_i - c G_i^2 s, rev_G = G_i (0 for the flow).
-    f_i, G_i = sde.discretize(x, t)
-    rf, rG = sde.reverse(toy_score).discretize(x, t)
-    torch.testing.assert_close(rf, f_i - G_i[:, None] ** 2 * score, rtol=1e-14, atol=1e-14)
-    torch.testing.assert_close(rG, G_i, rtol=0, atol=0)
-    ff, fG = sde.reverse(toy_score, probability_flow=True).discretize(x, t)
-    torch.testing.assert_close(ff, f_i - 0.5 * G_i[:, None] ** 2 * score, rtol=1e-14, atol=1e-14)
-    assert torch.equal(fG, torch.zeros_like(G_i))
-    rev = sde.reverse(toy_score)
-    assert (rev.T, rev.N) == (sde.T, sde.N)
+    assert sde.reverse(toy_score).T == sde.T
 
 
 # -- shapes and dtypes ----------------------------------------------------------------------------
@@ -423,10 +414,8 @@ def test_reverse_drift_and_diffusion(kind):
 def everything(kind: str, sde: SDE, x: Tensor, t: Tensor) -> list[Tensor]:
     """Every per-element output of the protocol, for shape and dtype comparisons."""
     out = [*sde.sde(x, t), *sde.marginal_prob(x, t), *sde.discretize(x, t), sde.prior_logp(x)]
-    out += [*sde.reverse(toy_score).sde(x, t), *sde.reverse(toy_score, True).discretize(x, t)]
-    if kind in DISCRETE_KINDS:
-        out += [*sde.ancestral_step(x, t, toy_score(x, t))]
-    return out
+    out += [*sde.reverse(toy_score).sde(x, t), *sde.reverse(toy_score, True).sde(x, t)]
+    return out + [*sde.chain_coefficients(t)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -458,58 +447,50 @@ def test_float32_and_float64_keep_dtype_and_agree(kind):
         torch.testing.assert_close(a32.double(), a64, rtol=2e-5, atol=1e-5)
 
 
-# -- ancestral sampling ---------------------------------------------------------------------------
+# -- the discrete chains -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_vp_ancestral_step_is_the_ddpm_posterior(schedule):
-    # DDPM (Ho et al. 2020, eq. 7): q(x_{i-1} | x_i, x0) has mean
-    #   sqrt(ab_{i-1}) beta_i / (1 - ab_i) x0 + sqrt(a_i) (1 - ab_{i-1}) / (1 - ab_i) x_i
-    # with x0 predicted by Tweedie: x0 = (x_i + (1 - ab_i) s) / sqrt(ab_i); std sqrt(beta_i).
+def test_vp_chain_is_ddpm_on_its_own_grid(schedule):
+    """DDPM: x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z. Between the times of steps i - 1 and
+    i the chain's transition (a, v) is (sqrt(1 - beta_i), beta_i); over several steps the products.
+    Float64 algebra on the float32 betas: 1e-12."""
     sde = VPSDE(0.1, 20.0, N=100, schedule=schedule)
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(4, 3, generator=gen, dtype=F64)
-    score = torch.randn(4, 3, generator=gen, dtype=F64)
     betas = sde.discrete_betas.double()
-    ab = torch.cumprod(1 - betas, 0)
-    for i in (0, 1, 50, 99):
-        t = torch.full((4,), step_time(sde.N, i), dtype=F64)
-        x_mean, std = sde.ancestral_step(x, t, score)
-        ab_prev = ab[i - 1] if i > 0 else torch.tensor(1.0, dtype=F64)
-        x0 = (x + (1 - ab[i]) * score) / ab[i].sqrt()
-        mu = (
-            ab_prev.sqrt() * betas[i] / (1 - ab[i]) * x0
-            + (1 - betas[i]).sqrt() * (1 - ab_prev) / (1 - ab[i]) * x
-        )
-        torch.testing.assert_close(x_mean, mu, rtol=1e-10, atol=1e-12)  # float64 algebra
-        torch.testing.assert_close(std, betas[i].sqrt().expand(4), rtol=1e-15, atol=0)
+    for i, j in ((1, 0), (2, 1), (50, 49), (99, 98), (99, 40)):
+        t = torch.tensor([step_time(sde.N, i), step_time(sde.N, j)], dtype=F64)
+        a, v, _ = chain_transitions(sde, t, "test")
+        a2 = torch.prod(1 - betas[j + 1 : i + 1])
+        torch.testing.assert_close(a[0] ** 2, a2, rtol=1e-12, atol=0)
+        torch.testing.assert_close(v[0], 1 - a2, rtol=1e-12, atol=0)
 
 
-def test_ve_ancestral_step_is_the_smld_posterior():
-    # x_{i-1} = x0 + sigma_{i-1} z, x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z': the
-    # posterior of x_{i-1} given (x_i, x0) is N(x0 + r (x_i - x0), sigma_{i-1}^2 (1 - r)) with
-    # r = sigma_{i-1}^2 / sigma_i^2, and Tweedie gives x0 = x_i + sigma_i^2 s.
+def test_ve_chain_is_smld_on_its_own_grid():
+    """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z, so a = 1 and v = sigma_i^2 -
+    sigma_j^2 between the times of steps j < i."""
     sde = VESDE(0.01, 50.0, N=100)
-    gen = torch.Generator().manual_seed(6)
-    x = torch.randn(4, 3, generator=gen, dtype=F64)
-    score = torch.randn(4, 3, generator=gen, dtype=F64)
     sigmas = sde.discrete_sigmas.double()
-    for i in (0, 1, 50, 99):
-        t = torch.full((4,), step_time(sde.N, i), dtype=F64)
-        x_mean, std = sde.ancestral_step(x, t, score)
-        prev = sigmas[i - 1] if i > 0 else torch.tensor(0.0, dtype=F64)
-        r = prev**2 / sigmas[i] ** 2
-        x0 = x + sigmas[i] ** 2 * score
-        torch.testing.assert_close(x_mean, x0 + r * (x - x0), rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(std, (prev**2 * (1 - r)).sqrt().expand(4), rtol=1e-12, atol=0)
+    for i, j in ((1, 0), (50, 49), (99, 98), (99, 10)):
+        t = torch.tensor([step_time(sde.N, i), step_time(sde.N, j)], dtype=F64)
+        a, v, post = chain_transitions(sde, t, "test")
+        assert a.item() == 1.0
+        torch.testing.assert_close(v[0], sigmas[i] ** 2 - sigmas[j] ** 2, rtol=1e-12, atol=0)
+        torch.testing.assert_close(post[0], sigmas[j] ** 2 / sigmas[i] ** 2, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("kind", ["subvp", "linear-fg", "user-ou"])
-def test_ancestral_step_without_a_discrete_model_raises(kind):
+def test_an_sde_without_a_discrete_model_chains_with_its_kernel(kind):
     sde = DEFAULT_SDES[kind]
-    x = torch.ones(2, 2)
-    with pytest.raises(NotImplementedError, match=type(sde).__name__):
-        sde.ancestral_step(x, torch.full((2,), 0.5), x)
+    t = torch.tensor([1e-3, 0.3, 1.0], dtype=F64)
+    for chain, kernel in zip(sde.chain_coefficients(t), sde.kernel_coefficients(t), strict=True):
+        torch.testing.assert_close(chain, kernel, rtol=0, atol=0)
+
+
+def test_chain_refuses_a_grid_finer_than_its_steps():
+    sde = VPSDE(0.1, 5.0, N=10)
+    t = torch.tensor([1.0, 0.5, 0.49], dtype=F64)  # 0.5 and 0.49 are both in step 4
+    with pytest.raises(ValueError, match="does not move between t=0.5 and t=0.49"):
+        chain_transitions(sde, t, "reverse_diffusion")
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -523,27 +504,30 @@ BAD_PARAMETERS = [
     (VPSDE, {"beta_min": 0.0}, "beta_min", "0.0", "> 0"),
     (VPSDE, {"beta_max": NAN}, "beta_max", "nan", "finite"),
     (VPSDE, {"beta_max": INF}, "beta_max", "inf", "finite"),
-    (VPSDE, {"beta_min": 5.0, "beta_max": 1.0}, "beta_min", "beta_min=5.0", "< beta_max"),
+    (VPSDE, {"beta_min": 5.0, "beta_max": 1.0}, "beta_max", "1.0", "> beta_min = 5.0"),
+    (VPSDE, {"N": 20}, "N", "20", "> beta_max = 20.0"),
+    (VPSDE, {"beta_max": 1e308}, "N", "1000", "> beta_max = 1e+308"),
     (VPSDE, {"N": 0}, "N", "0", ">= 1"),
     (VPSDE, {"N": -3}, "N", "-3", ">= 1"),
     (VPSDE, {"N": 10.5}, "N", "10.5", "integer"),
     (VPSDE, {"N": "1000"}, "N", "'1000'", "integer"),
     (VPSDE, {"schedule": "quadratic"}, "schedule", "'quadratic'", "'linear', 'cosine'"),
-    (SubVPSDE, {"beta_min": 2.0, "beta_max": 2.0}, "beta_min", "beta_max=2.0", "< beta_max"),
+    (SubVPSDE, {"beta_min": 2.0, "beta_max": 2.0}, "beta_max", "2.0", "> beta_min = 2.0"),
     (SubVPSDE, {"N": 0}, "N", "0", ">= 1"),
     (VESDE, {"sigma_min": -0.01}, "sigma_min", "-0.01", "> 0"),
     (VESDE, {"sigma_min": 0}, "sigma_min", "0", "> 0"),
     (VESDE, {"sigma_max": INF}, "sigma_max", "inf", "finite"),
-    (VESDE, {"sigma_min": 50.0, "sigma_max": 0.01}, "sigma_min", "sigma_max=0.01", "< sigma_max"),
+    (VESDE, {"sigma_min": 50.0, "sigma_max": 0.01}, "sigma_max", "0.01", "> sigma_min = 50.0"),
+    (VESDE, {"sigma_max": 1e300}, "sigma_max", "1e+300", "is finite"),
     (VESDE, {"N": 2.0}, "N", "2.0", "integer"),
     (LinearSDE, {**FG, "T": -1.0}, "T", "-1.0", "> 0"),
     (LinearSDE, {**FG, "T": NAN}, "T", "nan", "finite"),
     (LinearSDE, {**FG, "initial_std": -1.0}, "initial_std", "-1.0", ">= 0"),
     (LinearSDE, {**FG, "initial_std": INF}, "initial_std", "inf", "finite"),
     (LinearSDE, {**FG, "prior_std": 0.0}, "prior_std", "0.0", "> 0"),
-    (LinearSDE, {**FG, "sampling_eps": 0.0}, "sampling_eps", "0.0", "(0, T)"),
+    (LinearSDE, {**FG, "sampling_eps": 0.0}, "sampling_eps", "0.0", "(0, 1.0)"),
     (LinearSDE, {**FG, "grid_size": 0}, "grid_size", "0", ">= 1"),
-    (LinearSDE, {"f": user_f(1.0)}, "LinearSDE", "f and g", "both"),
+    (LinearSDE, {"f": user_f(1.0)}, "LinearSDE", "f and g", "LinearSDE(f, g)"),
 ]
 
 
@@ -568,10 +552,8 @@ def test_times_outside_0_T_raise_unless_unchecked(kind, bad_t):
     x = torch.ones(3, 2, dtype=F64)
     t = torch.tensor([0.0, bad_t, 1.0], dtype=F64)
     calls = [sde.marginal_prob, sde.sde, sde.discretize, sde.reverse(toy_score).sde]
-    if kind in DISCRETE_KINDS:
-        calls.append(lambda x, t: sde.ancestral_step(x, t, x))
     for call in calls:
-        expected = f"t must lie in [0, T] = [0, 1.0], got {bad_t}"
+        expected = f"t must lie in [0, T] = [0, 1.0]; got {bad_t}"
         with pytest.raises(ValueError, match=re.escape(expected)):
             call(x, t)
     # Inside unchecked_times() the check (a host-device sync) is skipped: no error is raised.
@@ -632,5 +614,5 @@ def test_discrete_tables_are_cast_once_per_dtype():
     x = torch.ones(3, 2, dtype=F64)
     t = torch.full((3,), 0.5, dtype=F64)
     sde.discretize(x, t)
-    table = sde._discrete_table("discrete_betas", x)
-    assert table.dtype == F64 and sde._discrete_table("discrete_betas", x) is table
+    table = sde.chain.table("discrete_betas", x)
+    assert table.dtype == F64 and sde.chain.table("discrete_betas", x) is table

@@ -58,7 +58,8 @@ class SamplerSpec:
 
     Attributes:
         fn: the sampler function.
-        default_steps: the number of steps of its default grid; ``None`` means ``sde.N``.
+        default_steps: the number of steps of its default grid; ``None`` means ``sde.N - 1``
+            (the reference implementation's grid ``linspace(T, eps, N)`` of ``N`` times).
         default_grid: the kind of its default grid (:data:`~scoresde.sampling.grids.GRIDS`).
         adaptive: whether, with the given options, it chooses its own steps (``times`` then only
             says where it reports the state, and :func:`scoresde.sample` adds the trajectory

@@ -28,6 +28,7 @@ that appears later is caught at the end and reported with the grid time where it
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -36,11 +37,11 @@ from torch import Tensor
 
 from scoresde.sampling.base import SAMPLERS, SamplerSpec
 from scoresde.sampling.denoise import tweedie_denoise
-from scoresde.sampling.grids import check_times, time_grid
+from scoresde.sampling.grids import GRIDS, check_times, time_grid
 from scoresde.sampling.noise import GaussianNoise, Generators, check_generators
 from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, unchecked_times
-from scoresde.validation import check_bool, refusal
+from scoresde.validation import check_bool, check_choice, refusal
 
 __all__ = ["SampleResult", "sample"]
 
@@ -72,7 +73,9 @@ def _batch_shape(shape: Sequence[int]) -> tuple[int, ...]:
     valid = (
         isinstance(shape, Sequence)
         and len(shape) > 0
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape
+        )
     )
     if not valid:
         raise ValueError(refusal("shape", "a non-empty sequence of positive ints (B, *D)", shape))
@@ -104,8 +107,8 @@ def _grid(
             )
         num_steps = 1
     elif num_steps is None:
-        num_steps = sde.N if spec.default_steps is None else spec.default_steps
-    kind = spec.default_grid if grid is None else grid
+        num_steps = sde.N - 1 if spec.default_steps is None else spec.default_steps
+    kind = spec.default_grid if grid is None else check_choice("grid", grid, GRIDS)
     return time_grid(sde, num_steps, kind=kind, eps=eps, rho=rho)
 
 
@@ -139,7 +142,8 @@ def sample(
         shape: ``(B, *D)``, the shape of the batch of samples.
         sampler: a name in :data:`SAMPLERS` (see ``scoresde.sampling`` for the list).
         num_steps: the number of steps of the grid ``time_grid(sde, num_steps, kind=grid,
-            eps=eps, rho=rho)``; default the sampler's own (``sde.N`` for ``em`` and ``pc``).
+            eps=eps, rho=rho)``; default the sampler's own (``sde.N - 1`` for ``em``, ``pc`` and
+            fixed-step ``ode``: the reference implementation's grid ``linspace(T, eps, N)``).
         times: the grid itself, instead of ``num_steps``, ``grid`` and ``eps``.
         grid: the kind of grid (:data:`~scoresde.sampling.grids.GRIDS`); default the sampler's.
         eps: the grid's last time, in ``(0, T)``; default ``sde.sampling_eps``.
@@ -190,7 +194,7 @@ def sample(
     grid64 = grid64.to(device)
     keep = None if wanted is None else set(_nearest(grid64, wanted.to(device)))
 
-    counted = CountedScore(score_fn)
+    counted = CountedScore(score_fn, defer_finite_check=True)
     grid_x = grid64.to(dtype)
     kept: dict[int, Tensor] = {}
     first_bad = torch.full((), -1, device=device)
@@ -207,6 +211,7 @@ def sample(
     with torch.no_grad(), unchecked_times():
         x = on_step(0, noise.prior(sde, shape, dtype, device))
         x = spec.fn(sde, counted, x, grid64, noise=noise, on_step=on_step, **options)
+        counted.check_first_answer_finite()
         if int(first_bad) >= 0:
             raise ValueError(
                 f"the samples became NaN or infinite at t = {grid64[int(first_bad)].item():.6g} "
@@ -228,8 +233,8 @@ def _trajectory_times(values: Iterable[float] | Tensor | None, grid: Tensor) -> 
     """The requested trajectory times as float64, each inside the grid's span, or ``None``."""
     if values is None:
         return None
-    t = torch.as_tensor(values if isinstance(values, Tensor) else list(values))
-    t = t.to(torch.float64).reshape(-1)
+    given = values if isinstance(values, Tensor) else list(values)
+    t = torch.as_tensor(given, dtype=torch.float64).reshape(-1)
     lo, hi = grid[-1].item(), grid[0].item()
     bad = ~((t >= lo) & (t <= hi))
     if t.numel() == 0 or bool(bad.any()):

@@ -30,8 +30,9 @@ class DiscreteChain:
     """An ``N``-step Gaussian chain on ``[0, T]``, given by its kernel ``(a_i, s_i)``.
 
     Arguments:
-        a: ``(N,)`` the chain's kernel scales ``a_i``.
-        s: ``(N,)`` the chain's kernel stds ``s_i``.
+        a: ``(N,)`` the chain's kernel scales ``a_i``, float64 (samplers take differences and
+            ratios of neighbouring entries, which float32 would round to a few digits).
+        s: ``(N,)`` the chain's kernel stds ``s_i``, float64.
         T: the end time.
     """
 
@@ -71,7 +72,8 @@ class DDPMChain(DiscreteChain):
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.sqrt_alphas_cumprod = torch.sqrt(self.alphas_cumprod)
         self.sqrt_1m_alphas_cumprod = torch.sqrt(1.0 - self.alphas_cumprod)
-        super().__init__(self.sqrt_alphas_cumprod, self.sqrt_1m_alphas_cumprod, T)
+        abar = torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
+        super().__init__(abar.sqrt(), (1.0 - abar).sqrt(), T)
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """The reference's forward step at ``t``: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i)
@@ -91,7 +93,7 @@ class SMLDChain(DiscreteChain):
         self.discrete_sigmas = torch.exp(
             torch.linspace(math.log(sigma_min), math.log(sigma_max), N)
         )
-        super().__init__(torch.ones(N), self.discrete_sigmas, T)
+        super().__init__(torch.ones(N, dtype=torch.float64), self.discrete_sigmas.double(), T)
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """The reference's forward step: ``x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z``,

@@ -55,7 +55,7 @@ class LinearSchedule(BetaSchedule):
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
     def discrete_betas(self, N: int) -> Tensor:
-        return torch.linspace(self.beta_min / N, self.beta_max / N, N)
+        return torch.linspace(self.beta_min / N, self.beta_max / N, N, dtype=torch.float64).float()
 
     def __repr__(self) -> str:
         return f"LinearSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
