@@ -10,6 +10,8 @@ formulas (log-softmax inside, the sign and size of each term, the guidance inter
 """
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -291,6 +293,17 @@ def test_guided_score_is_differentiable_for_the_likelihood():
     logp = log_likelihood(sde, guided, x)
     exact = log_likelihood(sde, MIXTURE.given_label(LABEL).score_fn(sde), x)
     torch.testing.assert_close(logp, exact, rtol=1e-7, atol=1e-7)
+
+
+def test_the_documented_example_runs(capsys):
+    page = Path(__file__).resolve().parents[1] / "docs" / "guidance.md"
+    (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    namespace: dict = {}
+    exec(compile(code, str(page), "exec"), namespace)
+    assert namespace["x"].shape == namespace["x_cfg"].shape == (2000, 2)
+    gap, fraction, fraction_cfg = capsys.readouterr().out.splitlines()
+    # The numbers the page quotes (deterministic given the seeds).
+    assert gap == "gap -0.009 nats" and fraction == "class 1: 0.71" and fraction_cfg == "0.91"
 
 
 # -- bad input -------------------------------------------------------------------------------------
