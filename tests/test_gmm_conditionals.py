@@ -353,6 +353,7 @@ def test_bad_given_label_raises():
     [
         (torch.zeros(3), torch.tensor([1, 0, 1]), "mask must be a boolean tensor of 3 entries"),
         (torch.zeros(3), torch.tensor([True, False]), "mask must be a boolean tensor of 3 entries"),
+        (torch.zeros(3), [True, False, True], "mask must be a boolean tensor of 3 entries"),
         (
             torch.zeros(4),
             torch.tensor([True, False, True]),
@@ -361,7 +362,7 @@ def test_bad_given_label_raises():
         (
             torch.tensor([math.nan, 0.0, 0.0]),
             torch.tensor([True, False, True]),
-            "observed values must be finite",
+            "observed must be finite where mask is True; got tensor",
         ),
         (torch.zeros(3), torch.ones(3, dtype=torch.bool), r"mask must be False somewhere"),
     ],

@@ -359,25 +359,28 @@ class GaussianMixture:
                 ``D``); only its observed entries are read (the others may be anything, NaN too).
             mask: a boolean tensor of ``observed``'s shape, True where the value is observed.
 
+        Raises:
+            ValueError: for a mask that is not a boolean tensor of ``d`` entries or observes every
+                coordinate, ``observed`` of another shape, or a non-finite observed value.
+
         Returns:
             a mixture in the ``d_u`` unobserved dimensions, in the order of ``mask.flatten()``.
         """
-        mask = torch.as_tensor(mask, device=self.means.device)
-        if mask.dtype != torch.bool or mask.numel() != self.dim:
-            raise ValueError(
-                refusal("mask", f"a boolean tensor of {self.dim} entries (True = observed)", mask)
-            )
+        allowed = f"a boolean tensor of {self.dim} entries (True = observed)"
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.numel() != self.dim:
+            raise ValueError(refusal("mask", allowed, mask))
         observed = torch.as_tensor(observed, dtype=torch.float64, device=self.means.device)
         if observed.shape != mask.shape:
             raise ValueError(
                 refusal("observed's shape", f"mask's {tuple(mask.shape)}", tuple(observed.shape))
             )
-        o = mask.flatten()
+        o = mask.flatten().to(self.means.device)
         u = ~o
         if not bool(u.any()):
             raise ValueError(refusal("mask", "False somewhere (a coordinate left to infer)", mask))
         x_o = observed.flatten()[o]
-        _require_finite("observed values", x_o)
+        if not bool(x_o.isfinite().all()):
+            raise ValueError(refusal("observed", "finite where mask is True", observed))
         S = self.covs
         S_oo, S_uo, S_uu = S[:, o][:, :, o], S[:, u][:, :, o], S[:, u][:, :, u]
         L = torch.linalg.cholesky(S_oo)
