@@ -4,6 +4,7 @@ Everything is a function of an :class:`SDE` object and a score function
 ``score_fn(x, t) -> grad_x log p_t(x)`` (a :data:`ScoreFn`).
 """
 
+from scoresde import guidance
 from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.datasets.toy import TOY_DATASETS, batch_sampler, get_dataset
@@ -48,6 +49,7 @@ __all__ = [
     "batch_broadcast",
     "gaussian_logp",
     "GaussianMixture",
+    "guidance",
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",

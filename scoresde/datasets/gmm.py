@@ -16,6 +16,17 @@ with responsibilities ``r_k(x) = w_k N_k(x) / p_t(x)``.
 Use it to test a sampler or a likelihood against the truth: :meth:`GaussianMixture.score_fn` is a
 :data:`~scoresde.sde.ScoreFn` for any linear SDE, :meth:`GaussianMixture.log_prob` the exact
 density.
+
+**Classes.** Each component carries a class label ``c_k`` (by default its own index), so the mixture
+is a joint law of ``(x, y)`` with ``p(y) = sum_{k: c_k = y} w_k``. The forward process leaves the
+labels alone, so the noisy class posterior is a sum of responsibilities::
+
+    p_t(y | x) = sum_{k: c_k = y} r_k(x),
+
+and by Bayes' rule ``grad log p_t(y | x) = grad log p_t(x | y) - grad log p_t(x)``, where
+``p_t(. | y)`` is the mixture of class ``y``'s components, reweighted (:meth:`given_label`): exact
+classifier guidance. :meth:`condition` gives the exact conditional law of some coordinates given
+the others (the truth for inpainting).
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from scoresde.guidance import Classifier, CondScoreFn, batch_labels, check_label
 from scoresde.sde import SDE, ScoreFn
+from scoresde.validation import integer, refusal
 
 __all__ = ["GaussianMixture"]
 
@@ -38,6 +51,27 @@ def _require_finite(name: str, value: Tensor) -> None:
         raise ValueError(f"{name} must be finite, got an entry {bad[0].item()}")
 
 
+def _component_labels(labels: Tensor | Sequence[int] | None, K: int) -> Tensor:
+    """``labels`` as a ``(K,)`` int64 tensor of classes ``>= 0``; ``arange(K)`` for None."""
+    if labels is None:
+        return torch.arange(K)
+    allowed = f"{K} integers >= 0, one class per component"
+    try:
+        as_tensor = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(refusal("labels", allowed, labels)) from None
+    valid = (
+        as_tensor.shape == (K,)
+        and not as_tensor.is_floating_point()
+        and not as_tensor.is_complex()
+        and as_tensor.dtype != torch.bool
+        and bool((as_tensor >= 0).all())
+    )
+    if not valid:
+        raise ValueError(refusal("labels", allowed, labels))
+    return as_tensor.to(torch.int64)
+
+
 class GaussianMixture:
     """A mixture of ``K`` Gaussians in ``d`` dimensions.
 
@@ -46,6 +80,9 @@ class GaussianMixture:
         means: ``(K, d)`` component means.
         covs: ``(K, d, d)`` full covariances, ``(K, d)`` diagonal variances, ``(K,)`` isotropic
             variances, or a single number shared by every component.
+        labels: ``(K,)`` integers ``>= 0``, the class of each component; classes are
+            ``0, ..., C - 1`` with ``C = max(labels) + 1`` (a class without components has
+            probability 0). Default: one class per component, ``labels = (0, ..., K - 1)``.
 
     Data points are ``(B, d)``; an image-shaped ``(B, *D)`` input is flattened with ``d = prod(D)``.
     Computation is in float64; results take the dtype of the input.
@@ -56,6 +93,7 @@ class GaussianMixture:
         weights: Tensor | Sequence[float],
         means: Tensor | Sequence,
         covs: Tensor | float | Sequence,
+        labels: Tensor | Sequence[int] | None = None,
     ):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
@@ -99,7 +137,9 @@ class GaussianMixture:
         self.means = means
         self.eigvals = eigvals  # (K, d)
         self.eigvecs = eigvecs  # (K, d, d) or None for diagonal covariances
+        self.labels = _component_labels(labels, K)  # (K,) int64
         self.dim = d
+        self.num_classes = int(self.labels.max()) + 1
 
     def to(self, device: torch.device | str) -> GaussianMixture:
         """This mixture with its parameters on ``device`` (a new object; ``self`` is unchanged).
@@ -108,7 +148,7 @@ class GaussianMixture:
         an accelerator should be moved there once rather than copied at every call.
         """
         moved = copy.copy(self)
-        for name in ("weights", "means", "eigvals", "eigvecs"):
+        for name in ("weights", "means", "eigvals", "eigvecs", "labels"):
             value = getattr(self, name)
             setattr(moved, name, None if value is None else value.to(device))
         return moved
@@ -127,14 +167,15 @@ class GaussianMixture:
     def sample(
         self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False
     ):
-        """Draw ``n`` points ``(n, d)`` (float64), with ``return_labels`` also their labels."""
-        labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        """Draw ``n`` points ``(n, d)`` (float64); with ``return_labels`` also their classes
+        ``(n,)`` (the component indices when each component is its own class)."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        z = z * self.eigvals[labels].sqrt()
+        z = z * self.eigvals[k].sqrt()
         if self.eigvecs is not None:
-            z = torch.einsum("nij,nj->ni", self.eigvecs[labels], z)
-        x = self.means[labels] + z
-        return (x, labels) if return_labels else x
+            z = torch.einsum("nij,nj->ni", self.eigvecs[k], z)
+        x = self.means[k] + z
+        return (x, self.labels[k]) if return_labels else x
 
     # -- the perturbed mixture -----------------------------------------------------------------
     def _kernel(self, sde: SDE | None, t: Tensor | None, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,10 +234,16 @@ class GaussianMixture:
         alpha, sigma = self._kernel(sde, t, x)
         log_comp, diff, var = self._terms(x, alpha, sigma)
         r = torch.softmax(log_comp, dim=1)  # (B, K)
-        g = -diff / var  # gradient of each component in its eigenbasis
-        if self.eigvecs is not None:
-            g = torch.einsum("kij,bkj->bki", self.eigvecs.to(x.device), g)
+        g = self._component_scores(diff, var)
         return (r[..., None] * g).sum(1).reshape(x.shape).to(x.dtype)
+
+    def _component_scores(self, diff: Tensor, var: Tensor) -> Tensor:
+        """``grad_x log N_k(x) = -(alpha^2 Sigma_k + sigma^2 I)^{-1} (x - alpha mu_k)``, shape
+        ``(B, K, d)``, from the rotated residuals and variances of :meth:`_terms`."""
+        g = -diff / var  # in each component's eigenbasis
+        if self.eigvecs is not None:
+            g = torch.einsum("kij,bkj->bki", self.eigvecs.to(g.device), g)
+        return g
 
     def score_fn(self, sde: SDE) -> ScoreFn:
         """The exact score of the mixture perturbed by ``sde``, as a ScoreFn ``(x, t) -> score``."""
@@ -205,6 +252,149 @@ class GaussianMixture:
             return self.score(x, t, sde)
 
         return score_fn
+
+    # -- classes -------------------------------------------------------------------------------
+    @property
+    def class_weights(self) -> Tensor:
+        """``p(y) = sum_{k: c_k = y} w_k`` for ``y = 0, ..., C - 1``, shape ``(C,)``."""
+        return torch.zeros(
+            self.num_classes, dtype=torch.float64, device=self.weights.device
+        ).index_add_(0, self.labels, self.weights)
+
+    def _class_mask(self, classes: Tensor) -> Tensor:
+        """``mask[..., k] = (c_k == classes[...])``: which components belong to each class."""
+        return self.labels.to(classes.device) == classes[..., None]
+
+    def class_log_posterior(
+        self, x: Tensor, t: Tensor | float | None = None, sde: SDE | None = None
+    ) -> Tensor:
+        """``log p_t(y | x) = log sum_{k: c_k = y} r_k(x)`` for every class, shape ``(B, C)``.
+
+        ``-inf`` for a class of probability 0. Differentiable in ``x`` (through float64).
+        """
+        alpha, sigma = self._kernel(sde, t, x)
+        log_comp, _, _ = self._terms(x, alpha, sigma)  # (B, K)
+        in_class = self._class_mask(torch.arange(self.num_classes, device=x.device))  # (C, K)
+        log_joint = torch.logsumexp(
+            torch.where(in_class, log_comp[:, None, :], -math.inf), dim=2
+        )  # log p_t(x, y), (B, C)
+        return (log_joint - torch.logsumexp(log_comp, dim=1, keepdim=True)).to(x.dtype)
+
+    def classifier_fn(self, sde: SDE) -> Classifier:
+        """The exact noisy classifier ``(x, t) -> log p_t(y | x)``, ``(B, C)``, under ``sde``: the
+        oracle's :data:`~scoresde.guidance.Classifier` for classifier guidance."""
+
+        def classifier_fn(x: Tensor, t: Tensor) -> Tensor:
+            return self.class_log_posterior(x, t, sde)
+
+        return classifier_fn
+
+    def _check_classes(self, label: int | Tensor) -> None:
+        """Refuse a label whose class has probability 0 or does not exist."""
+        possible = (self.class_weights > 0).nonzero().flatten().cpu()
+        if not bool(torch.isin(torch.as_tensor(label).cpu(), possible).all()):
+            raise ValueError(
+                refusal("label", f"a class of positive weight, in {possible.tolist()}", label)
+            )
+
+    def class_score(
+        self,
+        x: Tensor,
+        label: int | Tensor,
+        t: Tensor | float | None = None,
+        sde: SDE | None = None,
+    ) -> Tensor:
+        """``grad_x log p_t(y | x)`` for ``y = label`` (an int or ``(B,)`` labels), in closed form::
+
+            grad_x log p_t(y | x) = sum_k (q_k(x) - r_k(x)) grad_x log N_k(x),
+
+        with ``r`` the responsibilities and ``q`` those within class ``y``
+        (``q_k = r_k [c_k = y] / p_t(y | x)``). Same shape and dtype as ``x``.
+        """
+        label = check_label(label)
+        self._check_classes(label)
+        y = batch_labels(label, x.shape[0], x.device)
+        alpha, sigma = self._kernel(sde, t, x)
+        log_comp, diff, var = self._terms(x, alpha, sigma)
+        q = torch.softmax(log_comp.masked_fill(~self._class_mask(y), -math.inf), dim=1)
+        r = torch.softmax(log_comp, dim=1)
+        g = self._component_scores(diff, var)
+        return ((q - r)[..., None] * g).sum(1).reshape(x.shape).to(x.dtype)
+
+    def cond_score_fn(self, sde: SDE) -> CondScoreFn:
+        """The exact class-conditional score under ``sde``, ``(x, t, y) -> grad log p_t(x | y)``
+        (``grad log p_t(x)`` for ``y = None``): the oracle's
+        :data:`~scoresde.guidance.CondScoreFn` for classifier-free guidance."""
+
+        def cond_score_fn(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+            score = self.score(x, t, sde)
+            return score if y is None else score + self.class_score(x, y, t, sde)
+
+        return cond_score_fn
+
+    def given_label(self, label: int) -> GaussianMixture:
+        """The data law of class ``label``, ``p_0(x | y = label)``: a mixture of that class's
+        components with weights ``w_k / p(label)`` (labels kept). Any SDE perturbs it into
+        ``p_t(x | label)``, since the forward process does not touch labels."""
+        integer(minimum=0).check("label", label)
+        self._check_classes(label)
+        keep = self.labels == label
+        covs = self.eigvals[keep] if self.eigvecs is None else self.covs[keep]
+        return GaussianMixture(self.weights[keep], self.means[keep], covs, self.labels[keep])
+
+    # -- coordinates -----------------------------------------------------------------------------
+    def condition(self, observed: Tensor, mask: Tensor) -> GaussianMixture:
+        """The exact law of the unobserved coordinates given the observed ones, ``p_0(x_u | x_o)``.
+
+        Each component is conditioned as a Gaussian and reweighted by its likelihood of ``x_o``::
+
+            mu_k' = mu_u + S_uo S_oo^{-1} (x_o - mu_o),   Sigma_k' = S_uu - S_uo S_oo^{-1} S_ou,
+            w_k' ∝ w_k N(x_o; mu_o, S_oo),
+
+        with ``S = Sigma_k`` split by ``mask``. Component labels are kept, so the result's
+        :meth:`class_log_posterior` is ``p(y | x_u, x_o)``.
+
+        Arguments:
+            observed: the point, of shape ``(d,)`` or any shape of ``d`` entries (an image
+                ``D``); only its observed entries are read (the others may be anything, NaN too).
+            mask: a boolean tensor of ``observed``'s shape, True where the value is observed.
+
+        Raises:
+            ValueError: for a mask that is not a boolean tensor of ``d`` entries or observes every
+                coordinate, ``observed`` of another shape, or a non-finite observed value.
+
+        Returns:
+            a mixture in the ``d_u`` unobserved dimensions, in the order of ``mask.flatten()``.
+        """
+        allowed = f"a boolean tensor of {self.dim} entries (True = observed)"
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.numel() != self.dim:
+            raise ValueError(refusal("mask", allowed, mask))
+        observed = torch.as_tensor(observed, dtype=torch.float64, device=self.means.device)
+        if observed.shape != mask.shape:
+            raise ValueError(
+                refusal("observed's shape", f"mask's {tuple(mask.shape)}", tuple(observed.shape))
+            )
+        o = mask.flatten().to(self.means.device)
+        u = ~o
+        if not bool(u.any()):
+            raise ValueError(refusal("mask", "False somewhere (a coordinate left to infer)", mask))
+        x_o = observed.flatten()[o]
+        if not bool(x_o.isfinite().all()):
+            raise ValueError(refusal("observed", "finite where mask is True", observed))
+        S = self.covs
+        S_oo, S_uo, S_uu = S[:, o][:, :, o], S[:, u][:, :, o], S[:, u][:, :, u]
+        L = torch.linalg.cholesky(S_oo)
+        resid = (x_o - self.means[:, o])[..., None]  # (K, d_o, 1)
+        solved = torch.cholesky_solve(torch.cat([resid, S_uo.transpose(1, 2)], dim=2), L)
+        means = self.means[:, u] + (S_uo @ solved[..., :1]).squeeze(-1)
+        covs = S_uu - S_uo @ solved[..., 1:]
+        log_lik = -0.5 * (
+            o.sum() * math.log(2 * math.pi)
+            + 2 * L.diagonal(dim1=1, dim2=2).log().sum(-1)
+            + (resid * solved[..., :1]).sum((1, 2))
+        )
+        weights = torch.softmax(self.weights.log() + log_lik, dim=0)
+        return GaussianMixture(weights, means, (covs + covs.transpose(1, 2)) / 2, self.labels)
 
     def mode_weights(self, x: Tensor) -> Tensor:
         """Fraction ``(K,)`` of points ``(B, d)`` whose most responsible component is each k."""
@@ -233,4 +423,6 @@ class GaussianMixture:
         return cls(torch.ones(k), means, std**2)
 
     def __repr__(self) -> str:
-        return f"GaussianMixture(K={self.num_components}, dim={self.dim})"
+        return (
+            f"GaussianMixture(K={self.num_components}, dim={self.dim}, classes={self.num_classes})"
+        )
