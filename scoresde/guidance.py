@@ -28,10 +28,8 @@ conditional score and ``gamma = 7.5`` means ``w = 6.5`` here. Classifier guidanc
 on the ``gamma`` scale: ``classifier_free(..., w)`` matches
 ``classifier_guidance(..., scale=1 + w)``.
 
-**Gradients inside samplers.** :func:`scoresde.sample` runs under ``torch.inference_mode()``,
-which forbids autograd; a classifier-guided score needs ``scoresde.sample(...,
-score_needs_grad=True)``, which runs under ``torch.no_grad()`` instead. The combinator turns
-gradients back on for the classifier alone (on a detached copy of ``x``), so the samples carry no
+**Gradients inside samplers.** :func:`scoresde.sample` runs under ``torch.no_grad()``. The
+combinator turns gradients back on for the classifier alone (on a detached copy of ``x``), so the samples carry no
 graph; where the caller differentiates the score itself (``x`` requires a gradient and gradients
 are enabled, as in :func:`scoresde.log_likelihood`), the classifier's gradient is taken with
 ``create_graph=True`` and the guided score stays differentiable in ``x``.
@@ -124,14 +122,14 @@ def classifier_guidance(
         scale: the guidance scale, a finite number.
 
     Returns:
-        a :data:`~scoresde.sde.ScoreFn`; sample it with
-        ``scoresde.sample(..., score_needs_grad=True)``.
+        a :data:`~scoresde.sde.ScoreFn`, usable with every sampler.
 
     Raises:
         ValueError: at once, for a bad ``label`` or ``scale``; on a call, for a label tensor of
             the wrong length, a label outside the classifier's ``C`` classes, or logits that are not
             ``(B, C)``.
-        RuntimeError: on a call under ``torch.inference_mode()`` (autograd is forbidden there).
+        RuntimeError: on a call under ``torch.inference_mode()``, which forbids autograd (the
+            samplers never run there; a caller's own inference-mode block does).
     """
     label = check_label(label)
     scale = check_number("scale", scale)
@@ -141,7 +139,7 @@ def classifier_guidance(
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "classifier_guidance differentiates the classifier, which torch.inference_mode() "
-                "forbids: sample with scoresde.sample(..., score_needs_grad=True)"
+                "forbids: call it under torch.no_grad() instead (as scoresde.sample does)"
             )
         y = batch_labels(label, x.shape[0], x.device)
         return score_fn(x, t) + scale * _log_posterior_gradient(classifier, x, t, y, largest)

@@ -79,7 +79,7 @@ def test_exact_classifier_guidance_is_the_conditional_score(kind):
     x, t = points(), times()
     score, classifier = MIXTURE_3D.score_fn(sde), MIXTURE_3D.classifier_fn(sde)
     per_sample = torch.arange(64) % 2
-    with torch.no_grad():  # as inside scoresde.sample(..., score_needs_grad=True)
+    with torch.no_grad():  # as inside scoresde.sample
         for label in (0, 1):
             guided = classifier_guidance(score, classifier, label)(x, t)
             # Autograd through the float64 posterior against the separate class mixture's closed
@@ -187,7 +187,7 @@ def test_exact_classifier_guidance_samples_the_conditional_mixture(class_entropy
     guided = classifier_guidance(MIXTURE.score_fn(sde), MIXTURE.classifier_fn(sde), LABEL)
     kwargs = {"sampler": "ode", "dtype": F64, "shape": (N_SAMPLES, 2)}
     x = sample(
-        sde, guided, generator=torch.Generator().manual_seed(1), score_needs_grad=True, **kwargs
+        sde, guided, generator=torch.Generator().manual_seed(1), **kwargs
     )
     # The probability-flow ODE is deterministic given the prior draw: with the same draw, the
     # guided score and the exact conditional score give the same samples (dopri5 takes the same
@@ -229,7 +229,6 @@ def test_larger_scales_concentrate_the_class():
             method="rk4",
             num_steps=20,
             dtype=F64,
-            score_needs_grad=True,
             generator=torch.Generator().manual_seed(1),
         )
         fractions.append(class_fraction(x))
@@ -251,7 +250,6 @@ def test_classifier_free_samples_equal_classifier_guided_samples():
         cg,
         (500, 2),
         generator=torch.Generator().manual_seed(3),
-        score_needs_grad=True,
         **kwargs,
     )
     torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
@@ -273,14 +271,11 @@ def test_guided_score_works_with_every_sampler_and_shape(kwargs):
         guided,
         (N_SAMPLES, 2, 1),
         dtype=F64,
-        score_needs_grad=True,
         generator=torch.Generator().manual_seed(1),
         **kwargs,
     )
     assert x.shape == (N_SAMPLES, 2, 1) and torch.isfinite(x).all()
     assert abs(class_fraction(x.flatten(1)) - EXACT_FRACTION) <= 0.05
-    with pytest.raises(RuntimeError, match=r"score_needs_grad=True"):
-        sample(sde, guided, (8, 2, 1), **kwargs)  # inference mode forbids the gradient
 
 
 def test_guided_score_is_differentiable_for_the_likelihood():
@@ -404,5 +399,5 @@ def test_bad_calls_raise():
             r"\(4, C\); got ",
         ):
             classifier_guidance(score, bad, 0)(x, t)
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="score_needs_grad=True"):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="forbids: call it under"):
         classifier_guidance(score, classifier, 0)(x, t)
