@@ -16,7 +16,7 @@ correctors of the ``pc`` sampler are registered the same way (:func:`register_pr
 :func:`register_corrector`). :func:`time_grid` makes the time grids every sampler steps along.
 """
 
-from scoresde.sampling import ddim, ode, pc  # noqa: F401 (registers the samplers)
+from scoresde.sampling import adaptive_sde, ddim, heun, ode, pc  # noqa: F401 (registers the samplers)
 from scoresde.sampling.base import SAMPLERS, GridCoefficients, SamplerSpec, register_sampler
 from scoresde.sampling.correctors import (
     CORRECTORS,
