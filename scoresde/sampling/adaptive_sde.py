@@ -31,8 +31,10 @@ steps and lands exactly on the next one (the last step is shortened to reach it)
 **Rejected steps keep their noise.** The paper redraws the noise of a rejected step. Since the
 decision depends on the drawn noise (``E`` does), that keeps the draws with small error and
 biases the samples: on 2-D data, where ``E`` is the norm of only two numbers and about a third of
-the steps are rejected, the bias is 0.1 to 0.4 nats of cross-entropy and grows as the tolerances
-tighten (docs/benchmarks.md). Here the solver stays on one Brownian path per sample, as in
+the attempts are rejected, the cross-entropy gap of the 8-Gaussians ring on VP is +0.10, +0.15 and
++0.19 nats at rtol = atol = 0.05, 0.01 and 0.005 (5000 samples, standard error 0.014): it grows as
+the tolerances tighten (in images ``E`` averages thousands of numbers and rejections are rare).
+Here the solver stays on one Brownian path per sample, as in
 Rackauckas & Nie's rejection sampling with memory (2017, RSwM1): a rejected attempt's increment
 ``W`` over ``h`` is kept, the retry over ``h' < h`` takes the Brownian bridge's part of it,
 ``N((h'/h) W, h' (h - h')/h I)``, and the rest waits on a per-sample stack for the next steps
@@ -40,6 +42,12 @@ Rackauckas & Nie's rejection sampling with memory (2017, RSwM1): a rejected atte
 solution then converges to the reverse SDE's as the tolerances tighten. With one generator per
 sample, a sample draws only when it steps, so its path does not depend on the batch it is drawn
 in.
+
+**Defaults** are the paper's code's: ``rtol = atol = 0.01``, ``h_init = 0.01``. With the exact
+score of the 8-Gaussians ring (20,000 samples) they give a gap within 0.01 nats of 0 on VP, sub-VP
+and VE, at 569, 497 and 1221 evaluations; 0.02 costs 345, 325 and 749 with gaps up to 0.02 nats
+(VE). On this 2-D problem fixed-step Euler–Maruyama is as good per evaluation (0.014 nats at 100
+steps on VP): the solver's gain is on data where the steps it can take vary.
 """
 
 from __future__ import annotations

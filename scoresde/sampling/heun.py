@@ -28,6 +28,12 @@ grid ends at ``s = 0``, where their last step is Euler's): ``2 n`` score evaluat
 steps. EDM's last Euler step to ``s = 0`` is exactly Tweedie's denoising ``D(y_n)`` of
 :func:`scoresde.sample` (``denoise=True``, one more evaluation), so ``n`` steps here with
 ``denoise=True`` are EDM's sampler with ``n + 1`` steps, at ``2 n + 1`` evaluations.
+
+Defaults: 18 steps (EDM's choice for CIFAR-10) on the ``karras`` grid with ``rho = 7``, no churn.
+With the exact score of the 8-Gaussians ring they reach a cross-entropy gap of 0.03 to 0.07 nats at
+37 evaluations on VP, sub-VP and VE; ``rho = 7`` beat 2, 3 and 5 at every step count measured, and
+churn only adds error with an exact score below about 100 evaluations (it is for imperfect
+denoisers).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ _MAX_GAMMA = math.sqrt(2) - 1
 _LEVEL_OR_INF = Rule(lambda v: v == math.inf or number(0).accepts(v), "a number >= 0 or math.inf")
 
 
-@register_sampler("heun", default_steps=10, default_grid="karras")
+@register_sampler("heun", default_steps=18, default_grid="karras")
 def heun(
     sde: SDE,
     score_fn: ScoreFn,
