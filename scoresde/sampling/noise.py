@@ -68,15 +68,28 @@ class GaussianNoise:
         first = self.generator if not self.per_sample else self.generator[0]
         return first.device
 
-    def like(self, x: Tensor) -> Tensor:
-        """Standard normal noise with the shape, dtype and device of ``x``."""
+    def like(self, x: Tensor, rows: Sequence[bool] | None = None) -> Tensor:
+        """Standard normal noise with the shape, dtype and device of ``x``.
+
+        With ``rows`` (one bool per sample) only the marked samples draw and the others get
+        zeros: with one generator per sample only the marked samples' generators advance, so a
+        sampler that steps each sample on its own clock (``adaptive_sde``) keeps each sample's
+        noise independent of the batch.
+        """
         if self._z is None or self._z.shape != x.shape or self._z.dtype != x.dtype:
             self._z = torch.empty_like(x)
         if self.per_sample:
-            for row, generator in zip(self._z, self.generator, strict=True):
-                row.normal_(generator=generator)
+            marked = [True] * len(self.generator) if rows is None else rows
+            for row, generator, draw in zip(self._z, self.generator, marked, strict=True):
+                if draw:
+                    row.normal_(generator=generator)
+                else:
+                    row.zero_()
             return self._z
-        return self._z.normal_(generator=self.generator)
+        self._z.normal_(generator=self.generator)
+        if rows is not None:
+            self._z[~torch.as_tensor(rows, device=x.device)] = 0
+        return self._z
 
     def prior(self, sde: SDE, shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
         """``sde.prior_sampling(shape, generator)`` (the protocol's two arguments, nothing more),
