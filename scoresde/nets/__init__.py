@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from scoresde.nets.classifier import ImageClassifier, load_classifier, load_digits_classifier
 from scoresde.nets.embeddings import (
     NULL_LABEL,
     GaussianFourierEmbedding,
@@ -27,6 +28,9 @@ __all__ = [
     "NULL_LABEL",
     "MLPScoreNet",
     "UNet",
+    "ImageClassifier",
+    "load_classifier",
+    "load_digits_classifier",
     "MODELS",
     "register_model",
     "get_model",
