@@ -223,3 +223,35 @@ def test_label_embedding_rows():
     assert emb.weight.shape == (4, 5)
     torch.testing.assert_close(emb(None, 2), emb.weight[[3, 3]])
     torch.testing.assert_close(emb(torch.tensor([2, -1, 0]), 3), emb.weight[[2, 3, 0]])
+
+
+# -- the pieces fit: the training loop on digits ---------------------------------------------------
+
+
+def test_the_unet_trains_on_digits_with_the_training_loop():
+    """30 updates of a tiny conditional U-Net on digits through scoresde.train, with labels dropped
+    to -1 at rate 0.2 (classifier-free training): the epsilon loss starts at E|z|^2 = 1 (the zero
+    network) and its last 10 average below 0.6 (measured: 0.30), and the EMA network runs with and
+    without a label."""
+    from scoresde.datasets import load_dataset
+    from scoresde.losses import dsm_loss
+    from scoresde.score import get_score_fn
+    from scoresde.sde import VPSDE
+    from scoresde.training import train
+
+    sde, data = VPSDE(), load_dataset("digits")
+    model = net(num_classes=10, dropout=0.0)
+
+    def loss_fn(model, batch, generator):
+        drop = torch.rand(batch.y.shape, generator=generator) < 0.2
+        y = torch.where(drop, -1, batch.y)
+        score_fn = get_score_fn(sde, lambda x, t: model(x, t, y))
+        return dsm_loss(sde, score_fn, batch.x, eps=1e-3, generator=generator)
+
+    result = train(model, loss_fn, data.batches(32, labels=True), n_iters=30, lr=3e-3, seed=0,
+                   ema_decay=0.9, progress=False)  # fmt: skip
+    assert result.losses[0] == pytest.approx(1.0, abs=0.1)
+    assert sum(result.losses[-10:]) / 10 < 0.6
+    x, t = torch.randn(2, 1, 8, 8), torch.full((2,), 0.5)
+    with torch.no_grad():
+        assert result.ema_model(x, t, torch.tensor([3, -1])).shape == x.shape
