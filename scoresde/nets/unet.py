@@ -111,7 +111,7 @@ class Attention(nn.Module):
         self.qkv = _conv(channels, 3 * channels, generator, kernel=1)
         self.proj = _conv(channels, channels, generator, kernel=1, zero=True)
 
-    def forward(self, h: Tensor, e: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor) -> Tensor:
         b, c, height, width = h.shape
         q, k, v = self.qkv(self.norm(h)).reshape(b, 3, c, height * width).transpose(2, 3).unbind(1)
         out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v, (B, HW, C)
