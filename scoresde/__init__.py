@@ -6,11 +6,12 @@ Everything is a function of an :class:`SDE` object and a score function
 
 from scoresde import guidance
 from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
+from scoresde.datasets import DATASETS, Dataset, load_dataset
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.datasets.toy import TOY_DATASETS, batch_sampler, get_dataset
 from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.losses import ddpm_loss, dsm_loss, get_loss_fn, smld_loss
-from scoresde.nets import MLPScoreNet, get_model
+from scoresde.nets import MLPScoreNet, UNet, get_model
 from scoresde.sampling import (
     CORRECTORS,
     GRIDS,
@@ -71,9 +72,13 @@ __all__ = [
     "latest_checkpoint",
     "TOY_DATASETS",
     "get_dataset",
+    "DATASETS",
+    "Dataset",
+    "load_dataset",
     "batch_sampler",
     "get_model",
     "MLPScoreNet",
+    "UNet",
     "get_score_fn",
     "dsm_loss",
     "smld_loss",

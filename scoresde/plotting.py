@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from scoresde.display import points_limit, show_points
+
 __all__ = ["point_grid", "plot_samples", "plot_process", "plot_density", "plot_loss"]
 
 PANEL_INCHES = 2.6
@@ -26,14 +28,6 @@ def _as_points(name: str, x: torch.Tensor | np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] != 2:
         raise ValueError(f"{name} must be 2D points of shape (n, 2), got {a.shape}")
     return a.astype(np.float64)
-
-
-def _limit(points: np.ndarray, margin: float = 1.15) -> float:
-    """A symmetric axis limit holding 99.5% of the points in each coordinate."""
-    finite = points[np.isfinite(points).all(axis=1)]
-    if len(finite) == 0:
-        return 1.0
-    return float(margin * np.quantile(np.abs(finite), 0.995)) or 1.0
 
 
 def point_grid(
@@ -66,17 +60,11 @@ def point_grid(
     fig = Figure(figsize=(PANEL_INCHES * n_cols, PANEL_INCHES * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for j in range(n_cols):
-        column_limit = _limit(rows[0][j])
+        column_limit = points_limit(rows[0][j])
         for i in range(n_rows):
             pts = rows[i][j]
-            lim = column_limit if shared_limits else _limit(pts)
             ax = axes[i][j]
-            ax.hist2d(
-                pts[:, 0], pts[:, 1], bins=bins, range=[[-lim, lim], [-lim, lim]], cmap="magma"
-            )
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_points(ax, pts, limit=column_limit if shared_limits else None, bins=bins)
             if col_labels is not None and i == 0:
                 ax.set_title(col_labels[j], fontsize=10)
             if row_labels is not None and j == 0:

@@ -58,7 +58,7 @@ def test_the_model_is_initialised_from_the_seed():
 BAD_VALUES = [
     ("vp", "seed", -1, "integer >= 0"),
     ("vp", "data.name", "spiral", "'8gaussians'"),
-    ("vp", "model.name", "unet", "'mlp'"),
+    ("vp", "model.name", "resnet", "'mlp'"),
     ("vp", "model.hidden", 0, "integer >= 1"),
     ("vp", "model.embed_dim", 63, "even integer"),
     ("vp", "model.parameterization", "noise", "'epsilon'"),

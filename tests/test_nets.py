@@ -101,8 +101,8 @@ def test_mlp_learns_a_time_dependent_target(embedding):
 def test_registry():
     net = get_model("mlp", dim=3, hidden=8, depth=1)
     assert isinstance(net, MLPScoreNet) and net(torch.randn(2, 3), torch.rand(2)).shape == (2, 3)
-    with pytest.raises(ValueError, match="model must be one of 'mlp'; got 'unet'"):
-        get_model("unet")
+    with pytest.raises(ValueError, match="model must be one of 'mlp', 'unet'; got 'resnet'"):
+        get_model("resnet")
     with pytest.raises(ValueError, match="got unknown 'width'"):
         get_model("mlp", dim=2, width=3)
     with pytest.raises(ValueError, match="already registered"):
@@ -128,7 +128,7 @@ def test_registry():
         ({"dim": 2, "depth": 0}, "depth must be an integer >= 1"),
         (
             {"dim": 2, "embedding": "learned"},
-            "embedding must be one of fourier, sinusoidal, got 'learned'",
+            "embedding must be one of 'fourier', 'sinusoidal'; got 'learned'",
         ),
         ({"dim": 2, "embed_dim": 15}, "embed_dim must be an even integer >= 2"),
         ({"dim": 2, "fourier_scale": -1.0}, "scale must be a finite number > 0"),

@@ -47,6 +47,7 @@ import abc
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ from scipy.special import digamma
 from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.datasets.protocol import Dataset, Split, check_split
+from scoresde.display import show_points
 from scoresde.registry import Registry
 from scoresde.validation import check_int
 
@@ -82,10 +85,12 @@ def _entropy_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(_ENTROPY_SEED)
 
 
-class ToyDensity(abc.ABC):
+class ToyDensity(Dataset):
     """A 2D density to train on and to measure a model against.
 
-    Subclasses implement :meth:`_sample` (float64) and :meth:`log_prob`.
+    Subclasses implement :meth:`_sample` (float64) and :meth:`log_prob`. As a
+    :class:`~scoresde.datasets.protocol.Dataset` it is continuous (no levels, no data range) and
+    unlabelled; its batches and splits are fresh samples, so its stream has no state to resume.
 
     Attributes:
         name: the registry name.
@@ -96,6 +101,32 @@ class ToyDensity(abc.ABC):
     name: str
     dim: int = 2
     has_exact_log_prob: bool = True
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """``(dim,)``."""
+        return (self.dim,)
+
+    def batches(
+        self, batch_size: int, *, labels: bool = False, start: int = 0
+    ) -> Callable[[torch.Generator], Tensor]:
+        """``sample_batch(generator)``: ``batch_size`` fresh samples a call (``start`` is unused:
+        every batch is new draws from the generator, so there is nothing to skip)."""
+        self._check_labels(labels)
+        batch_size = check_int("batch_size", batch_size, 1)
+        check_int("start", start, 0)
+        return lambda generator: self.sample(batch_size, generator)
+
+    def split(
+        self, name: str, n: int | None = None, generator: torch.Generator | None = None
+    ) -> Split:
+        """``n`` fresh samples (the same recipe for ``"train"`` and ``"test"``), no labels."""
+        check_split(name)
+        return Split(self.sample(check_int("n", n, 1), generator), None, None)
+
+    def show(self, ax: Any, x: Tensor) -> None:
+        """A 2D histogram of the points (:func:`scoresde.display.show_points`)."""
+        show_points(ax, x)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` i.i.d. points ``(n, dim)``, float32, all randomness from ``generator``."""

@@ -1,28 +1,42 @@
 """Noise-conditional networks and a registry of them by name.
 
-``get_model(name, **kwargs)`` builds a registered network; ``register_model(name, cls)`` adds one
-(e.g. a U-Net for images). Every network maps ``(x (B, *D), t (B,))`` to an output shaped like
-``x``.
+``get_model(name, **kwargs)`` builds a registered network (``"mlp"``: :class:`MLPScoreNet`,
+``"unet"``: :class:`UNet`); ``register_model(name, cls)`` adds one. Every network maps
+``(x (B, *D), t (B,))`` to an output shaped like ``x``; with ``num_classes`` set it also takes a
+label, ``forward(x, t, y=None)``, ``y = None`` or :data:`NULL_LABEL` meaning "no label".
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from scoresde.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from scoresde.nets.classifier import ImageClassifier, load_classifier, load_digits_classifier
+from scoresde.nets.embeddings import (
+    NULL_LABEL,
+    GaussianFourierEmbedding,
+    LabelEmbedding,
+    SinusoidalEmbedding,
+)
 from scoresde.nets.mlp import MLPScoreNet
+from scoresde.nets.unet import UNet
 from scoresde.registry import Registry
 
 __all__ = [
     "GaussianFourierEmbedding",
     "SinusoidalEmbedding",
+    "LabelEmbedding",
+    "NULL_LABEL",
     "MLPScoreNet",
+    "UNet",
+    "ImageClassifier",
+    "load_classifier",
+    "load_digits_classifier",
     "MODELS",
     "register_model",
     "get_model",
 ]
 
-MODELS: Registry[type[nn.Module]] = Registry("model", {"mlp": MLPScoreNet})
+MODELS: Registry[type[nn.Module]] = Registry("model", {"mlp": MLPScoreNet, "unet": UNet})
 """Network name -> class."""
 
 

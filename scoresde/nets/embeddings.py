@@ -10,7 +10,10 @@
       gamma(t) = [sin(u w_j), cos(u w_j)],    w_j = max_period^(-j / (embed_dim/2)),
       j = 0, ..., embed_dim/2 - 1.
 
-Both map ``t`` of shape ``(B,)`` to ``(B, embed_dim)``.
+Both map ``t`` of shape ``(B,)`` to ``(B, embed_dim)``; :func:`time_embedding` builds either by
+name. :class:`LabelEmbedding` is the class label's counterpart: a learned vector per class and one
+more for "no label", so one network learns both the conditional and the unconditional score
+(classifier-free guidance, Ho & Salimans, 2022).
 """
 
 from __future__ import annotations
@@ -20,7 +23,22 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding"]
+from scoresde.validation import check_choice, check_int
+
+__all__ = [
+    "EMBEDDINGS",
+    "NULL_LABEL",
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "LabelEmbedding",
+    "time_embedding",
+]
+
+EMBEDDINGS = ("fourier", "sinusoidal")
+"""The names :func:`time_embedding` knows."""
+
+NULL_LABEL = -1
+"""The label that means "no label" (the unconditional model), per sample."""
 
 
 def _even_dim(embed_dim: int) -> int:
@@ -86,3 +104,57 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         angle = self.time_scale * t[:, None].to(self.freqs.dtype) * self.freqs
         return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+def time_embedding(
+    kind: str,
+    embed_dim: int,
+    *,
+    fourier_scale: float = 16.0,
+    time_scale: float = 999.0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """The embedding ``kind`` of :data:`EMBEDDINGS`: ``"fourier"``
+    (:class:`GaussianFourierEmbedding` with ``scale = fourier_scale``, frequencies from
+    ``generator``) or ``"sinusoidal"`` (:class:`SinusoidalEmbedding` with ``time_scale``)."""
+    if check_choice("embedding", kind, EMBEDDINGS) == "fourier":
+        return GaussianFourierEmbedding(embed_dim, fourier_scale, generator)
+    return SinusoidalEmbedding(embed_dim, time_scale)
+
+
+class LabelEmbedding(nn.Module):
+    """A learned vector ``E[c]`` per class ``c = 0 .. num_classes - 1`` and ``E[num_classes]`` for
+    "no label".
+
+    ``forward(y, batch)`` returns ``E[y_i]`` per sample, with :data:`NULL_LABEL` (``-1``) entries,
+    or ``y = None`` for the whole batch, mapped to the null vector. Training with labels replaced
+    by ``-1`` at some rate teaches one network both terms of classifier-free guidance. The rows
+    start as ``N(0, 1)`` draws from ``generator``, as ``nn.Embedding`` does.
+
+    Arguments:
+        num_classes: the number of classes.
+        dim: the width of the vectors.
+        generator: the source of the initial vectors.
+    """
+
+    def __init__(self, num_classes: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        self.weight = nn.Parameter(torch.randn(num_classes + 1, dim, generator=generator))
+
+    def forward(self, y: Tensor | None, batch: int) -> Tensor:
+        """The vectors ``(batch, dim)`` of labels ``y`` ``(batch,)`` (integers in
+        ``[-1, num_classes - 1]``) or of "no label" everywhere when ``y`` is ``None``."""
+        if y is None:
+            return self.weight[self.num_classes].expand(batch, -1)
+        if y.shape != (batch,) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(
+                f"y must be integer labels of shape ({batch},) or None; "
+                f"got {y.dtype} {tuple(y.shape)}"
+            )
+        if y.numel() and (int(y.min()) < NULL_LABEL or int(y.max()) >= self.num_classes):
+            raise ValueError(
+                f"y must hold labels in [-1, {self.num_classes - 1}] (-1: no label); "
+                f"got values in [{int(y.min())}, {int(y.max())}]"
+            )
+        return self.weight[torch.where(y == NULL_LABEL, self.num_classes, y)]

@@ -2,14 +2,17 @@
 
 With ``gamma`` a time embedding (:mod:`scoresde.nets.embeddings`) and ``act = SiLU``::
 
-    e   = act(W_e2 act(W_e1 gamma(t)))               time features, (B, hidden)
+    e   = act(W_e2 act(W_e1 gamma(t)) [+ E[y]])       time (and label) features, (B, hidden)
     h_0 = W_in x
     h_k = h_{k-1} + W_k2 act(W_k1 act(h_{k-1}) + V_k e),   k = 1, ..., depth
     out = W_out act(h_depth)                          (B, dim)
 
-The time enters every block through its own projection ``V_k``. ``W_k2`` and ``W_out`` start at
-zero, so each block starts as the identity and the network as the zero function; the other layers
-use PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+The time enters every block through its own projection ``V_k``. With ``num_classes`` set, a label
+``y`` adds its learned vector ``E[y]`` (:class:`~scoresde.nets.embeddings.LabelEmbedding`;
+``y = None`` or ``-1`` is "no label"), so one network serves conditional and unconditional scores.
+
+``W_k2`` and ``W_out`` start at zero, so each block starts as the identity and the network as the
+zero function; the other layers use PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scoresde.nets.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from scoresde.nets.embeddings import EMBEDDINGS, LabelEmbedding, time_embedding
 from scoresde.validation import check_int
 
-__all__ = ["MLPScoreNet"]
-
-EMBEDDINGS = ("fourier", "sinusoidal")
+__all__ = ["MLPScoreNet", "EMBEDDINGS"]
 
 
 def _linear(
@@ -73,8 +74,9 @@ class MLPScoreNet(nn.Module):
         fourier_scale: std of the Fourier frequencies (``"fourier"`` only).
         time_scale: factor from ``t`` to the embedded step (``"sinusoidal"`` only; ``N - 1`` makes
             ``t_i = i T / (N - 1)`` the integer ``i`` when ``T = 1``).
-        generator: the source of the initial weights and Fourier frequencies (default: torch's
-            global generator).
+        num_classes: the number of classes of an optional label ``y``; ``None``: no labels.
+        generator: the source of the initial weights, Fourier frequencies and label vectors
+            (default: torch's global generator).
     """
 
     def __init__(
@@ -86,17 +88,19 @@ class MLPScoreNet(nn.Module):
         embed_dim: int = 64,
         fourier_scale: float = 16.0,
         time_scale: float = 999.0,
+        num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
             check_int(name, value, minimum=1)
-        if embedding == "fourier":
-            self.embed: nn.Module = GaussianFourierEmbedding(embed_dim, fourier_scale, generator)
-        elif embedding == "sinusoidal":
-            self.embed = SinusoidalEmbedding(embed_dim, time_scale)
-        else:
-            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
+        self.embed = time_embedding(
+            embedding,
+            embed_dim,
+            fourier_scale=fourier_scale,
+            time_scale=time_scale,
+            generator=generator,
+        )
         self.dim = dim
         self.act = nn.SiLU()
         self.time_in = _linear(embed_dim, hidden, generator)
@@ -104,15 +108,22 @@ class MLPScoreNet(nn.Module):
         self.input = _linear(dim, hidden, generator)
         self.blocks = nn.ModuleList(_ResidualBlock(hidden, generator) for _ in range(depth))
         self.output = _linear(hidden, dim, generator, zero=True)
+        self.label = None if num_classes is None else LabelEmbedding(num_classes, hidden, generator)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The output, shaped like ``x``, for points ``x`` ``(B, *D)`` at times ``t`` ``(B,)``."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The output, shaped like ``x``, for points ``x`` ``(B, *D)`` at times ``t`` ``(B,)``,
+        with labels ``y`` ``(B,)`` (``-1``: none) or ``None`` if the network has ``num_classes``."""
         if x.ndim < 2 or x[0].numel() != self.dim or t.shape != x.shape[:1]:
             raise ValueError(
                 f"expected x of shape (B, *D) with {self.dim} features and t of shape (B,), "
                 f"got x {tuple(x.shape)} and t {tuple(t.shape)}"
             )
-        e = self.act(self.time_out(self.act(self.time_in(self.embed(t)))))
+        e = self.time_out(self.act(self.time_in(self.embed(t))))
+        if self.label is not None:
+            e = e + self.label(y, x.shape[0])
+        elif y is not None:
+            raise ValueError("y must be None for a network without labels (num_classes=None)")
+        e = self.act(e)
         h = self.input(x.flatten(1))
         for block in self.blocks:
             h = block(h, e)

@@ -1,0 +1,186 @@
+"""The data protocol: what training, evaluation and figures ask of a dataset, points or images.
+
+A :class:`Dataset` says what one sample looks like and how to get data; nothing downstream needs
+to know whether it holds 2D points or images:
+
+=============== ===================================================================================
+``name``        the registry name
+``shape``       the shape ``D`` of one sample (``(2,)`` for points, ``(C, H, W)`` for images)
+``num_classes`` labels ``0 .. num_classes - 1``, or ``None`` for unlabelled data
+``num_levels``  the number of discrete values per dimension (17 for digits, 256 for 8-bit images)
+                for bits/dim, or ``None`` for continuous data
+``data_range``  ``(lo, hi)``: the interval the model's data lie in (``(-1, 1)`` for images), the
+                ``data_range`` of :func:`scoresde.bits_per_dim`; ``None`` for unbounded data
+``batches``     ``batches(batch_size, labels=False, start=0)``: the training loop's
+                ``sample_batch(generator)``; a :class:`LabelledBatch` per call with ``labels``
+``split``       ``split(name, n=None, generator=None)``: a :class:`Split` of evaluation data
+``to_data``     the model's values in the data's own units (grey levels for images)
+``show``        ``show(ax, x)``: draw a batch onto a matplotlib ``Axes``
+=============== ===================================================================================
+
+The model always works in "model units" (images scaled to ``data_range``); ``to_data`` maps back,
+and :attr:`Split.levels` keeps the integer levels that bits/dim needs.
+
+:class:`EpochBatches` is the batch stream of a finite dataset: each epoch a fresh permutation,
+reproducible from the seed of the generator it is called with and the step, so a resumed run (whose
+checkpoint holds only generator states and the step) continues the same stream.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scoresde.validation import check_choice, check_int
+
+__all__ = ["Dataset", "Split", "LabelledBatch", "EpochBatches", "BatchSampler", "SPLITS"]
+
+SPLITS = ("train", "test")
+
+
+class LabelledBatch(NamedTuple):
+    """A batch of samples ``x`` ``(B, *D)`` with their labels ``y`` ``(B,)`` (int64).
+
+    :meth:`to` moves both, so the training loop's ``sample_batch(generator).to(device)`` works on it
+    as on a plain tensor; the loss function receives the pair.
+    """
+
+    x: Tensor
+    y: Tensor
+
+    def to(self, device: torch.device | str) -> LabelledBatch:
+        """Both tensors on ``device``."""
+        return LabelledBatch(self.x.to(device), self.y.to(device))
+
+
+BatchSampler = Callable[[torch.Generator], "Tensor | LabelledBatch"]
+"""``sample_batch(generator) -> batch``: the training loop's source of data."""
+
+
+class Split(NamedTuple):
+    """Evaluation data of a dataset.
+
+    Attributes:
+        x: samples in model units, float32 ``(N, *D)``.
+        y: labels ``(N,)`` int64, or ``None`` for unlabelled data.
+        levels: the integer levels ``(N, *D)`` int64 behind ``x`` (for bits/dim), or ``None`` for
+            continuous data.
+    """
+
+    x: Tensor
+    y: Tensor | None
+    levels: Tensor | None
+
+
+class Dataset(abc.ABC):
+    """The protocol every dataset implements (table in :mod:`scoresde.datasets.protocol`).
+
+    Subclasses set the attributes and implement :meth:`batches`, :meth:`split` and :meth:`show`;
+    :meth:`to_data` is the identity unless the data are stored in other units.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    num_classes: int | None = None
+    num_levels: int | None = None
+    data_range: tuple[float, float] | None = None
+
+    @abc.abstractmethod
+    def batches(self, batch_size: int, *, labels: bool = False, start: int = 0) -> BatchSampler:
+        """The training loop's ``sample_batch(generator)``, drawing ``batch_size`` samples a call.
+
+        Arguments:
+            batch_size: samples per batch.
+            labels: return :class:`LabelledBatch` ``(x, y)`` instead of ``x`` (labelled data only).
+            start: the number of batches a resumed run has already drawn (streams with a state).
+        """
+
+    @abc.abstractmethod
+    def split(
+        self, name: str, n: int | None = None, generator: torch.Generator | None = None
+    ) -> Split:
+        """Evaluation data of split ``name`` (``"train"``, ``"test"``): ``n`` samples, or all."""
+
+    @abc.abstractmethod
+    def show(self, ax: Any, x: Tensor) -> None:
+        """Draw a batch ``x`` ``(n, *D)`` in model units onto the matplotlib ``Axes`` ``ax``."""
+
+    def to_data(self, x: Tensor) -> Tensor:
+        """Model units to the data's own units (the identity here)."""
+        return x
+
+    def _check_labels(self, labels: bool) -> None:
+        if labels and self.num_classes is None:
+            raise ValueError(
+                f"labels must be False for a dataset without labels ({self.name!r}); got True"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed for the permutation of ``epoch`` (NumPy's SeedSequence hash)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+class EpochBatches:
+    """Epoch-shuffled batches of a finite dataset: batch ``k`` is a function of a seed and ``k``.
+
+    With ``N`` samples, batch size ``B`` and ``m = N // B`` batches per epoch, batch ``k`` (0-based)
+    of epoch ``e = k // m`` holds the rows::
+
+        perm_e[j B : (j + 1) B],   j = k mod m,   perm_e = randperm(N) drawn with seed h(s, e),
+
+    ``h`` the SeedSequence hash of ``(s, e)``. Every epoch visits ``m B`` distinct rows in a new
+    order; the ``N mod B`` rows left at the end of each permutation wait for a later epoch (every
+    batch is full, and every row is equally likely to be left out).
+
+    Called as the training loop's ``sample_batch(generator)``, it returns batch ``start``, then
+    ``start + 1``, ... with ``s = generator.initial_seed()``. That seed survives
+    ``generator.get_state()`` / ``set_state()``, so a run resumed from a checkpoint (generator state
+    restored, ``start`` = the checkpoint's step) draws exactly the batches of the uninterrupted
+    run. The generator's state itself is not consumed.
+
+    Arguments:
+        x: samples ``(N, *D)``.
+        batch_size: ``B``, at most ``N``.
+        y: labels ``(N,)``; with them each batch is a :class:`LabelledBatch`.
+        start: the index of the first batch to return.
+    """
+
+    def __init__(self, x: Tensor, batch_size: int, *, y: Tensor | None = None, start: int = 0):
+        n = x.shape[0]
+        self.batch_size = check_int("batch_size", batch_size, 1, n)
+        if y is not None and y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},) to label x; got {tuple(y.shape)}")
+        self.x, self.y = x, y
+        self.step = check_int("start", start, 0)
+        self.batches_per_epoch = n // self.batch_size
+        self._cached: tuple[int, int, Tensor] | None = None  # (seed, epoch, permutation)
+
+    def indices(self, seed: int, k: int) -> Tensor:
+        """The rows of batch ``k`` under seed ``s``, shape ``(B,)``."""
+        epoch, j = divmod(k, self.batches_per_epoch)
+        if self._cached is None or self._cached[:2] != (seed, epoch):
+            g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+            self._cached = (seed, epoch, torch.randperm(self.x.shape[0], generator=g))
+        return self._cached[2][j * self.batch_size : (j + 1) * self.batch_size]
+
+    def __call__(self, generator: torch.Generator) -> Tensor | LabelledBatch:
+        rows = self.indices(generator.initial_seed(), self.step)
+        self.step += 1
+        if self.y is None:
+            return self.x[rows]
+        return LabelledBatch(self.x[rows], self.y[rows])
+
+
+def check_split(name: str) -> str:
+    """``name`` if it is one of :data:`SPLITS`, else the one-line refusal."""
+    return check_choice("split", name, SPLITS)
