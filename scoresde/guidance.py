@@ -29,10 +29,10 @@ on the ``gamma`` scale: ``classifier_free(..., w)`` matches
 ``classifier_guidance(..., scale=1 + w)``.
 
 **Gradients inside samplers.** :func:`scoresde.sample` runs under ``torch.no_grad()``. The
-combinator turns gradients back on for the classifier alone (on a detached copy of ``x``), so the samples carry no
-graph; where the caller differentiates the score itself (``x`` requires a gradient and gradients
-are enabled, as in :func:`scoresde.log_likelihood`), the classifier's gradient is taken with
-``create_graph=True`` and the guided score stays differentiable in ``x``.
+combinator turns gradients back on for the classifier alone (on a detached copy of ``x``), so
+the samples carry no graph; where the caller differentiates the score itself (``x`` requires a
+gradient and gradients are enabled, as in :func:`scoresde.log_likelihood`), the classifier's
+gradient is taken with ``create_graph=True`` and the guided score stays differentiable in ``x``.
 """
 
 from __future__ import annotations
