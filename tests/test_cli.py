@@ -152,7 +152,7 @@ def test_overrides_parse_to_the_type_of_the_field(key, raw, value):
 # (argv, what the one line must name)
 BAD_INPUT = [
     (["--sde", "vesde"], "'vesde'"),
-    (["--sampler", "heun"], "'heun'"),
+    (["--sampler", "nope"], "'nope'"),
     (["--dataset", "spiral"], "'spiral'"),
     (["--mode", "bake"], "'bake'"),
     (["--seed", "one"], "'one'"),

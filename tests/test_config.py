@@ -71,7 +71,7 @@ BAD_VALUES = [
     ("vp", "training.lr", 0.0, "> 0"),
     ("vp", "training.ema_decay", 1.0, "[0, 1)"),
     ("vp", "training.weighting", "uniform", "'likelihood'"),
-    ("vp", "sampling.sampler", "heun", "'pc'"),
+    ("vp", "sampling.sampler", "nope", "'pc'"),
     ("vp", "sampling.predictor", "foo", "'reverse_diffusion'"),
     ("vp", "sampling.corrector", "foo", "'langevin'"),
     ("vp", "sampling.snr", -0.1, "> 0"),

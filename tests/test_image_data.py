@@ -368,7 +368,7 @@ def test_the_registry_holds_every_dataset():
     )
     with pytest.raises(ValueError, match="dataset must be one of"):
         load_dataset("cifar10")
-    with pytest.raises(ValueError, match="got unknown path"):
+    with pytest.raises(ValueError, match="got unknown 'path'"):
         load_dataset("digits", path="x")
 
 
