@@ -89,12 +89,17 @@ def solve(method, y0, times, grid, field):
 @pytest.mark.parametrize("decreasing", [False, True], ids=["up", "down"])
 @pytest.mark.parametrize("method", ADAPTIVE_METHODS)
 def test_torchdiffeq_alone_leaves_the_interval(method, decreasing):
-    """The behaviour guarded against, on this ODE: without the guard the field sees t outside."""
+    """The behaviour guarded against, on this ODE: without the guard the field sees t outside.
+
+    A record of torchdiffeq's behaviour, not a requirement: the day a release stops stepping
+    outside, this test skips (and says the guard may be simplified) rather than fails."""
     _, times = oriented(decreasing)
     field = RecordingField()
     odeint(field, initial_state("tensor"), times, method=method, rtol=LOOSE, atol=LOOSE)
     seen = field.seen()
-    assert seen.min() < LO or seen.max() > HI
+    if not (seen.min() < LO or seen.max() > HI):
+        pytest.skip(f"torchdiffeq no longer leaves the interval with {method}: the guard of "
+                    "scoresde.odeint may be simplified")
 
 
 @pytest.mark.parametrize("decreasing", [False, True], ids=["up", "down"])

@@ -17,6 +17,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from closed_forms import WrittenKernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
@@ -616,3 +617,32 @@ def test_discrete_tables_are_cast_once_per_dtype():
     sde.discretize(x, t)
     table = sde.chain.table("discrete_betas", x)
     assert table.dtype == F64 and sde.chain.table("discrete_betas", x) is table
+
+
+# -- the built-in SDEs against their formulas, written out independently ---------------------------
+@pytest.mark.parametrize("kind", ["vp", "subvp", "ve"])
+def test_builtin_sdes_are_their_papers_formulas(kind):
+    """kernel_coefficients, marginal_prob, sde and the prior against tests/closed_forms.py (float64
+    algebra on the same numbers: 1e-12 relative)."""
+    sde = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}[kind]
+    written = WrittenKernel(kind)
+    t = torch.cat([torch.logspace(-6, -1, 20, dtype=F64), torch.linspace(0.1, 1.0, 50, dtype=F64)])
+    truth = written.coefficients(t)
+    alpha, sigma = sde.kernel_coefficients(t)
+    torch.testing.assert_close(alpha, truth["alpha"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(sigma, truth["sigma"], rtol=1e-12, atol=0)
+    x = torch.full((len(t), 3), 2.0, dtype=F64)
+    mean, std = sde.marginal_prob(x, t)
+    torch.testing.assert_close(
+        mean, 2.0 * truth["alpha"][:, None].expand(-1, 3), rtol=1e-12, atol=0
+    )
+    torch.testing.assert_close(std, truth["sigma"], rtol=1e-12, atol=0)
+    drift, diffusion = sde.sde(x, t)
+    torch.testing.assert_close(drift, 2.0 * truth["f"][:, None].expand(-1, 3), rtol=1e-12, atol=0)
+    torch.testing.assert_close(diffusion, truth["g"], rtol=1e-12, atol=0)
+    prior_std = truth["sigma"][-1].item() if kind == "ve" else 1.0
+    z = torch.randn(7, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    expected = -0.5 * (z**2).sum(1) / prior_std**2 - 3 * math.log(
+        prior_std * math.sqrt(2 * math.pi)
+    )
+    torch.testing.assert_close(sde.prior_logp(z), expected, rtol=1e-12, atol=0)
