@@ -646,3 +646,16 @@ def test_builtin_sdes_are_their_papers_formulas(kind):
         prior_std * math.sqrt(2 * math.pi)
     )
     torch.testing.assert_close(sde.prior_logp(z), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["vp-linear", "subvp", "ve", "linear-fg"])
+def test_a_time_of_the_wrong_shape_is_refused(kind):
+    """A (B, 1) time would broadcast against (B, D) data into a (B, B, D) or wrong (B, D) result."""
+    sde = DEFAULT_SDES[kind]
+    x = torch.ones(4, 2, dtype=F64)
+    for bad in (torch.full((4, 1), 0.5, dtype=F64), torch.full((3,), 0.5, dtype=F64)):
+        for call in (sde.sde, sde.marginal_prob):
+            with pytest.raises(ValueError, match=r"t must have shape \(4,\), one time per sample"):
+                call(x, bad)
+    with pytest.raises(ValueError, match=r"t must have shape \(B,\); got shape \(4, 1\)"):
+        sde.kernel_coefficients(torch.full((4, 1), 0.5, dtype=F64))

@@ -25,6 +25,14 @@ from scoresde.sde.base import SDE, batch_broadcast, gaussian_logp
 __all__ = ["LinearDriftSDE"]
 
 
+def _check_batch_time(t: Tensor, x: Tensor | None = None) -> None:
+    """Raise ``ValueError`` unless ``t`` has shape ``(B,)`` (``B = x.shape[0]`` given ``x``): a
+    ``(B, 1)`` time would broadcast against the data into wrong numbers. Shapes only: no host read."""
+    if t.ndim != 1 or (x is not None and t.shape[0] != x.shape[0]):
+        batch = "(B,)" if x is None else f"({x.shape[0]},), one time per sample of x"
+        raise ValueError(f"t must have shape {batch}; got shape {tuple(t.shape)}")
+
+
 class LinearDriftSDE(SDE):
     """An SDE ``dx = f(t) x dt + g(t) dw`` with kernel ``N(alpha(t) x_0, sigma(t)^2 I)`` and prior
     ``N(0, prior_std^2 I)``.
@@ -58,16 +66,19 @@ class LinearDriftSDE(SDE):
 
     def kernel_coefficients(self, t: Tensor, ndim: int = 2) -> tuple[Tensor, Tensor]:
         """``alpha(t)`` and ``sigma(t)``, each ``(B,)``, straight from the coefficient functions."""
+        _check_batch_time(t)
         self.check_time(t)
         return self.mean_coeff(t), self.marginal_std(t)
 
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """``f(t) x`` and ``g(t)``."""
+        _check_batch_time(t, x)
         self.check_time(t)
         return batch_broadcast(self.f(t), x) * x, self.g(t)
 
     def marginal_prob(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """``alpha(t) x`` and ``sigma(t)``."""
+        _check_batch_time(t, x)
         self.check_time(t)
         return batch_broadcast(self.mean_coeff(t), x) * x, self.marginal_std(t)
 
