@@ -27,7 +27,7 @@ __all__ = ["LinearDriftSDE"]
 
 def _check_batch_time(t: Tensor, x: Tensor | None = None) -> None:
     """Raise ``ValueError`` unless ``t`` has shape ``(B,)`` (``B = x.shape[0]`` given ``x``): a
-    ``(B, 1)`` time would broadcast against the data into wrong numbers. Shapes only: no host read."""
+    ``(B, 1)`` time would broadcast against the data into wrong numbers. Reads shapes only."""
     if t.ndim != 1 or (x is not None and t.shape[0] != x.shape[0]):
         batch = "(B,)" if x is None else f"({x.shape[0]},), one time per sample of x"
         raise ValueError(f"t must have shape {batch}; got shape {tuple(t.shape)}")
