@@ -1,0 +1,314 @@
+"""Mutation testing: plausible one-line breakages of the formulas that matter, each of which some
+test must catch.
+
+For each mutation the script copies the repository to a temporary directory, replaces one snippet
+of one file (the snippet must occur exactly once), runs the tests that guard that formula, and
+records whether they failed (caught) or passed (escaped). It prints a markdown table and the score;
+``docs/benchmarks.md`` quotes it.
+
+    python benchmarks/mutations.py              # every mutation
+    python benchmarks/mutations.py -k ddim      # those whose name contains "ddim"
+
+A mutation here is what a careful author could plausibly write by mistake: a wrong constant, a
+dropped factor, a flipped sign, the wrong neighbour of a table. Adding a formula to the library
+means adding its mutation here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+SDE_TESTS = ("tests/test_sde.py",)
+SAMPLER_TESTS = ("tests/test_sampling.py",)
+
+MUTATIONS = [
+    # -- the SDEs: kernels, coefficients, chains ------------------------------------------------
+    Mutation(
+        "VE sigma(t) exponent halved (in marginal_std and g alike)",
+        "scoresde/sde/closed_form.py",
+        "torch.exp(t * self._log_ratio)",
+        "torch.exp(0.5 * t * self._log_ratio)",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "VP sigma^2 = 1 - exp(-B / 2)",
+        "scoresde/sde/closed_form.py",
+        "return torch.sqrt(-torch.expm1(-self.schedule.integrated(t)))",
+        "return torch.sqrt(-torch.expm1(-0.5 * self.schedule.integrated(t)))",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "VP drift -beta instead of -beta / 2",
+        "scoresde/sde/closed_form.py",
+        "        return -0.5 * self.schedule.beta(t)\n\n    def g(self, t: Tensor) -> Tensor:\n"
+        "        return torch.sqrt(self.schedule.beta(t))",
+        "        return -self.schedule.beta(t)\n\n    def g(self, t: Tensor) -> Tensor:\n"
+        "        return torch.sqrt(self.schedule.beta(t))",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "sub-VP g^2 with exp(-B) instead of exp(-2B)",
+        "scoresde/sde/closed_form.py",
+        "-torch.expm1(-2 * self.schedule.integrated(t))",
+        "-torch.expm1(-self.schedule.integrated(t))",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "linear schedule B(t) without the 1/2",
+        "scoresde/sde/schedules.py",
+        "0.5 * (self.beta_max - self.beta_min) * t**2",
+        "(self.beta_max - self.beta_min) * t**2",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "cosine schedule offset s = 0.08",
+        "scoresde/sde/schedules.py",
+        "    S = 0.008",
+        "    S = 0.08",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "LinearSDE quadrature exp(-F) for exp(-2F)",
+        "scoresde/sde/numerical.py",
+        "dC = self.g(s.flatten()).reshape(s.shape) ** 2 * torch.exp(-2 * F_s)",
+        "dC = self.g(s.flatten()).reshape(s.shape) ** 2 * torch.exp(-F_s)",
+        SDE_TESTS,
+    ),
+    Mutation(
+        "DDPM chain kernel abar for sqrt(abar)",
+        "scoresde/sde/discrete.py",
+        "super().__init__(abar.sqrt(), (1.0 - abar).sqrt(), T)",
+        "super().__init__(abar, (1.0 - abar).sqrt(), T)",
+        SDE_TESTS + SAMPLER_TESTS,
+    ),
+    Mutation(
+        "chain transition v with a for a^2",
+        "scoresde/sampling/chain.py",
+        "v = S[:-1] ** 2 - a**2 * S[1:] ** 2",
+        "v = S[:-1] ** 2 - a * S[1:] ** 2",
+        SDE_TESTS + SAMPLER_TESTS,
+    ),
+    Mutation(
+        "Langevin chain factor a for a^2",
+        "scoresde/sampling/chain.py",
+        "return (A / below) ** 2",
+        "return A / below",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "log-SNR inversion searches the wrong half",
+        "scoresde/sde/base.py",
+        "later = self.log_snr(mid) > lam64",
+        "later = self.log_snr(mid) < lam64",
+        ("tests/test_grids.py", "tests/test_ddim.py"),
+    ),
+    # -- samplers -------------------------------------------------------------------------------
+    Mutation(
+        "Euler-Maruyama noise sqrt(-dt) for -dt",
+        "scoresde/sampling/predictors.py",
+        "self.sqrt_minus_dt = (-times.diff()).sqrt().to(dtype)",
+        "self.sqrt_minus_dt = (-times.diff()).to(dtype)",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "reverse diffusion keeps a x for (2 - a) x",
+        "scoresde/sampling/predictors.py",
+        "self.keep, self.v, self.std = (2 - a).to(dtype)",
+        "self.keep, self.v, self.std = a.to(dtype)",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "ancestral posterior variance for the transition's",
+        "scoresde/sampling/predictors.py",
+        'variance = v if self.sde.ancestral_variance == "transition" else v * post',
+        "variance = v",
+        SAMPLER_TESTS + ("tests/test_ddim.py",),
+    ),
+    Mutation(
+        "Langevin step without the factor 2",
+        "scoresde/sampling/correctors.py",
+        "self.two_a = (2 * chain_scale(self.sde, times)).to(dtype)",
+        "self.two_a = chain_scale(self.sde, times).to(dtype)",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "ALD step snr sigma^2 for (snr sigma)^2",
+        "scoresde/sampling/correctors.py",
+        "step = 2 * chain_scale(self.sde, times) * (self.snr * sigma) ** 2",
+        "step = 2 * chain_scale(self.sde, times) * self.snr * sigma**2",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "Tweedie denoising with sigma for sigma^2",
+        "scoresde/sampling/denoise.py",
+        "return (x + sigma**2 * score) / alpha",
+        "return (x + sigma * score) / alpha",
+        SAMPLER_TESTS,
+    ),
+    Mutation(
+        "DDIM noise exponent flipped",
+        "scoresde/sampling/ddim.py",
+        "(-torch.expm1(k.log_snr[:-1] - k.log_snr[1:])).sqrt()",
+        "(-torch.expm1(k.log_snr[1:] - k.log_snr[:-1])).abs().sqrt()",
+        ("tests/test_ddim.py",),
+    ),
+    Mutation(
+        "DDIM data term without the kept alpha",
+        "scoresde/sampling/ddim.py",
+        "to_x = (k.alpha[1:] - keep * k.alpha[:-1]).to(x.dtype)",
+        "to_x = k.alpha[1:].to(x.dtype)",
+        ("tests/test_ddim.py",),
+    ),
+    Mutation(
+        "karras grid exponent 1/rho dropped",
+        "scoresde/sampling/grids.py",
+        "s_max, s_min = torch.exp(-ends / 2) ** (1 / rho)",
+        "s_max, s_min = torch.exp(-ends / 2)",
+        ("tests/test_grids.py",),
+    ),
+    # -- the oracle, parameterisations, losses, likelihood -----------------------------------------
+    Mutation(
+        "mixture score divides by the std, not the variance",
+        "scoresde/datasets/gmm.py",
+        "g = -diff / var  # gradient",
+        "g = -diff / var.sqrt()  # gradient",
+        ("tests/test_gmm.py",),
+    ),
+    Mutation(
+        "epsilon parameterisation multiplies by sigma",
+        "scoresde/score.py",
+        "return -out / sigma",
+        "return -out * sigma",
+        ("tests/test_score.py",),
+    ),
+    Mutation(
+        "x0 parameterisation without alpha",
+        "scoresde/score.py",
+        "return (alpha * out - x) / sigma**2",
+        "return (out - x) / sigma**2",
+        ("tests/test_score.py",),
+    ),
+    Mutation(
+        "likelihood weighting g for g^2",
+        "scoresde/losses.py",
+        "weight = weight * sde.sde(x0, t)[1] ** 2 / std**2",
+        "weight = weight * sde.sde(x0, t)[1] / std**2",
+        ("tests/test_losses.py",),
+    ),
+    Mutation(
+        "score_sde weighting sigma for sigma^2 (loss weighted 1 / sigma)",
+        "scoresde/losses.py",
+        "    residual = (std * score_fn(mean + std * z, t) + z) ** 2",
+        "    residual = (std * score_fn(mean + std * z, t) + z) ** 2 / std",
+        ("tests/test_losses.py",),
+    ),
+    Mutation(
+        "importance sampling without the density ratio",
+        "scoresde/losses.py",
+        "            weight = 1 / ratio\n",
+        "            weight = 1.0\n",
+        ("tests/test_losses.py",),
+    ),
+    Mutation(
+        "likelihood subtracts the divergence integral",
+        "scoresde/likelihood.py",
+        "    logp = prior_logp + delta_logp",
+        "    logp = prior_logp - delta_logp",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
+        "Hutchinson estimate not averaged over probes",
+        "scoresde/likelihood.py",
+        "    return estimate / probes.shape[0]",
+        "    return estimate",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
+        "exact trace reads the first column",
+        "scoresde/likelihood.py",
+        "        div = div + row.flatten(1)[:, i]",
+        "        div = div + row.flatten(1)[:, 0]",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
+        "bits/dim without the range stretch",
+        "scoresde/likelihood.py",
+        "return -(logp + d * math.log(scale) - d * math.log(num_bins))",
+        "return -(logp - d * math.log(num_bins))",
+        ("tests/test_likelihood.py",),
+    ),
+    # -- training ---------------------------------------------------------------------------------
+    Mutation(
+        "EMA folds in with weight d instead of 1 - d",
+        "scoresde/training.py",
+        "avg.lerp_(param.detach(), 1.0 - d)",
+        "avg.lerp_(param.detach(), d)",
+        ("tests/test_training.py",),
+    ),
+]
+
+
+def run(mutation: Mutation, workdir: Path, timeout: float) -> tuple[str, float]:
+    target = workdir / mutation.path
+    original = target.read_text()
+    if original.count(mutation.old) != 1:
+        return f"snippet found {original.count(mutation.old)} times", 0.0
+    target.write_text(original.replace(mutation.old, mutation.new))
+    began = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
+            cwd=workdir,
+            capture_output=True,
+            timeout=timeout,
+        )
+        verdict = "caught" if done.returncode != 0 else "ESCAPED"
+    except subprocess.TimeoutExpired:
+        verdict = "caught (timeout)"
+    finally:
+        target.write_text(original)
+    return verdict, time.perf_counter() - began
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only mutations whose name contains this")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutation")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.k.lower() in m.name.lower()]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "repo"
+        shutil.copytree(ROOT, workdir, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__"))
+        print("| mutation | file | tests | verdict | s |")
+        print("| --- | --- | --- | --- | ---: |")
+        caught = 0
+        for m in chosen:
+            verdict, seconds = run(m, workdir, args.timeout)
+            caught += verdict.startswith("caught")
+            tests = ", ".join(Path(t).name for t in m.tests)
+            print(f"| {m.name} | `{m.path}` | {tests} | {verdict} | {seconds:.0f} |", flush=True)
+    print(f"\n{caught} of {len(chosen)} mutations caught")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
