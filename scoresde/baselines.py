@@ -21,8 +21,8 @@ split in bits per dimension, ``-log2 P(k) / D``, the unit of :func:`scoresde.bit
   ``P = Sigma^-1``; by Jensen's inequality it bounds the discrete model's ``-log2 P(k) / D`` from
   above, as :func:`scoresde.bits_per_dim` does for a score model.
 
-Measured on the digits test split (300 images; ``benchmarks/digits_reference.py`` prints them):
-uniform 4.087, categorical 2.434 (standard error 0.012), Gaussian 2.995 (0.031).
+Their values on the digits test split are in ``docs/benchmarks.md``
+(``benchmarks/digits_reference.py`` prints them).
 """
 
 from __future__ import annotations

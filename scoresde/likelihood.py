@@ -53,12 +53,10 @@ EXACT_TRACE_MAX_DIM = 16
 """The largest data dimension ``D = prod(x.shape[1:])`` for which ``trace="auto"`` is exact.
 
 The exact trace costs ``D`` vector-Jacobian products per evaluation of the ODE, Hutchinson's
-``n_probes``. For a two-hidden-layer MLP score (width 256, 256 points, CPU) one likelihood with the
-exact trace took 2.6 (D = 4), 4.4 (8), 7.8 (16), 15 (32) and 30 (64) times as long as with one
-Hutchinson probe. Up to ``D = 16`` that price, under 10x, buys values free of Hutchinson's noise:
-0.3 to 1 nat per sample with one probe on Gaussian mixtures of 4 to 16 dimensions, which would take
-~100 probes to bring to 0.1 nat. Above it the price grows in proportion to ``D`` (1500x for a
-32x32 RGB image) while the probe noise averages out over a data set.
+``n_probes``. Up to ``D = 16`` that price (under 10 times one probe's, measured in
+``docs/benchmarks.md``) buys values free of Hutchinson's noise, which on low-dimensional mixtures is
+of the order of a nat per sample with one probe. Above it the price grows in proportion to ``D``
+while the probe noise averages out over a data set.
 """
 
 
@@ -177,10 +175,9 @@ def log_likelihood(
     for the whole batch (the error norm is over every sample), so a sample's value depends
     slightly, within the tolerance, on the rest of its batch.
 
-    Defaults: ``dopri5`` with ``rtol = atol = 1e-5``. On a 2D mixture with the exact score its
-    error is 2e-5 to 4e-5 nats with 86 (VP) to 146 (VE) score evaluations; ``1e-4`` costs 60 to
-    105 evaluations for 3e-4 to 4e-4 nats, and ``rk4`` needs about 20 steps (80 evaluations) for
-    1e-3 nats (see ``docs/benchmarks.md``). ``eps = sde.likelihood_eps`` (``1e-5``, as the reference
+    Defaults: ``dopri5`` with ``rtol = atol = 1e-5``, well inside the 1e-3 nats the tests ask of a
+    2-D mixture with the exact score (errors and evaluation counts per solver and tolerance are in
+    ``docs/benchmarks.md``); ``eps = sde.likelihood_eps`` (``1e-5``, as the reference
     implementation).
 
     Arguments:

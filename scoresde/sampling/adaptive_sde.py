@@ -43,11 +43,9 @@ solution then converges to the reverse SDE's as the tolerances tighten. With one
 sample, a sample draws only when it steps, so its path does not depend on the batch it is drawn
 in.
 
-**Defaults** are the paper's code's: ``rtol = atol = 0.01``, ``h_init = 0.01``. With the exact
-score of the 8-Gaussians ring (20,000 samples) they give a gap within 0.01 nats of 0 on VP, sub-VP
-and VE, at 569, 497 and 1221 evaluations; 0.02 costs 345, 325 and 749 with gaps up to 0.02 nats
-(VE). On this 2-D problem fixed-step Euler–Maruyama is about as good per evaluation (VP: 0.039
-nats at 101 evaluations, 0.021 at 201; this solver 0.079 at 127, 0.016 at 189).
+**Defaults** are the paper's code's: ``rtol = atol = 0.01``, ``h_init = 0.01``; the smallest
+tolerance measured at which VP, sub-VP and VE all sample the 8-Gaussians ring within 0.01 nats
+(``docs/benchmarks.md`` has the error and evaluations per tolerance).
 """
 
 from __future__ import annotations

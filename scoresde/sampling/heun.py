@@ -29,11 +29,9 @@ steps. EDM's last Euler step to ``s = 0`` is exactly Tweedie's denoising ``D(y_n
 :func:`scoresde.sample` (``denoise=True``, one more evaluation), so ``n`` steps here with
 ``denoise=True`` are EDM's sampler with ``n + 1`` steps, at ``2 n + 1`` evaluations.
 
-Defaults: 18 steps (EDM's choice for CIFAR-10) on the ``karras`` grid with ``rho = 7``, no churn.
-With the exact score of the 8-Gaussians ring they reach a cross-entropy gap of 0.03 to 0.07 nats at
-37 evaluations on VP, sub-VP and VE; ``rho = 7`` beat 2, 3 and 5 at every step count measured, and
-churn only adds error with an exact score below about 100 evaluations (it is for imperfect
-denoisers).
+Defaults: 18 steps (EDM's choice for CIFAR-10) on the ``karras`` grid with ``rho = 7``, no churn:
+``rho = 7`` beat 2, 3 and 5 at every step count measured, and churn only added error with an exact
+score below about 100 evaluations (it is for imperfect denoisers); see ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
