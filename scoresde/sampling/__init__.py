@@ -1,14 +1,19 @@
 """Samplers behind :func:`sample`, each a function registered by name in :data:`SAMPLERS`.
 
-========  ==========================================================================================
-sampler   what it is (module)
-========  ==========================================================================================
-``em``    Euler–Maruyama on the reverse-time SDE (``pc``)
-``pc``    predictor–corrector, Song et al. 2021 Alg. 1, with the predictors of :data:`PREDICTORS`
-          and correctors of :data:`CORRECTORS` (``pc``)
-``ode``   the probability-flow ODE through torchdiffeq (``ode``)
-``ddim``  DDIM, deterministic or stochastic (``ddim``)
-========  ==========================================================================================
+==============  ====================================================================================
+sampler         what it is (module)
+==============  ====================================================================================
+``em``          Euler–Maruyama on the reverse-time SDE (``pc``)
+``pc``          predictor–corrector, Song et al. 2021 Alg. 1, with the predictors of
+                :data:`PREDICTORS` and correctors of :data:`CORRECTORS` (``pc``)
+``ode``         the probability-flow ODE through torchdiffeq (``ode``)
+``ddim``        DDIM, deterministic or stochastic (``ddim``)
+``dpm_solver``  DPM-Solver++, multistep of order 1–3 in the data prediction; ODE or SDE
+                variant (``dpm_solver``)
+``unipc``       UniPC (bh2): a multistep predictor and a corrector at no extra evaluation
+                (``unipc``)
+``ipndm``       iPNDM: Adams–Bashforth of order 1–4 on EDM's ODE in ``sigma / alpha`` (``ipndm``)
+==============  ====================================================================================
 
 A sampler is one small function (:mod:`scoresde.sampling.base` says what it takes); adding one is a
 module with a function decorated by :func:`register_sampler`, imported here. Predictors and
@@ -16,7 +21,7 @@ correctors of the ``pc`` sampler are registered the same way (:func:`register_pr
 :func:`register_corrector`). :func:`time_grid` makes the time grids every sampler steps along.
 """
 
-from scoresde.sampling import ddim, ode, pc  # noqa: F401 (registers the samplers)
+from scoresde.sampling import ddim, dpm_solver, ipndm, ode, pc, unipc  # noqa: F401 (registers)
 from scoresde.sampling.base import SAMPLERS, GridCoefficients, SamplerSpec, register_sampler
 from scoresde.sampling.correctors import (
     CORRECTORS,
