@@ -88,7 +88,9 @@ def dpm_solver(
     for i, p in enumerate(orders):
         nodes = (l[i - p + 1 : i + 1].flip(0) - l[i]).tolist()  # u_j = l_{i-j} - l_i
         moments = exponential_moments(float(h[i]), p, c)
-        weights[i, :p] = k.alpha[i + 1] * torch.tensor(lagrange_weights(nodes, moments))
+        weights[i, :p] = k.alpha[i + 1] * torch.tensor(
+            lagrange_weights(nodes, moments), dtype=torch.float64
+        )
     weights = weights.to(x.dtype)
     jitter = (k.sigma[1:] * (-torch.expm1(-2 * h)).sqrt()).to(x.dtype)
     keep = keep.to(x.dtype)

@@ -17,9 +17,12 @@ iPNDM's ``b`` being the fixed (equal-step) Adams–Bashforth coefficients::
 
 with ``p = min(order, i + 1)`` (a lower-order warm start). Fixed coefficients are exact for a
 constant slope, which is the exact slope of a point mass (``y - D`` shrinks in proportion to ``s``),
-so iPNDM is exact there to round-off. On a grid uniform in ``s`` they have order ``order``; on
-other grids whose steps vary smoothly, order ``min(order, 2)`` (a step's error is ``O(h (h_i -
-h_{i-1}))``): iPNDM trades that for stability at few steps. One score evaluation per step.
+so iPNDM is exact there to round-off. They are the exact Adams–Bashforth weights only for equal
+steps in ``s``; on grids whose steps vary smoothly (every kind of
+:func:`~scoresde.sampling.grids.time_grid`) a step errs by ``O(h (h_i - h_{i-1})) = O(h^3)`` and
+iPNDM converges at order ``min(order, 2)``, which it trades for stability at few steps
+(variable-step weights measured worse on the ring at 5 to 20 evaluations). One score evaluation
+per step.
 """
 
 from __future__ import annotations
