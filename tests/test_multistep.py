@@ -82,30 +82,33 @@ def test_exact_for_a_point_mass(sampler, kind):
 
 
 # -- convergence orders -------------------------------------------------------------------------
-# (sampler, options, order, sigma/alpha at the last time, steps). Each row's grid is uniform in
-# lambda from T down to the time where sigma / alpha = the given end; that end is chosen where
-# the leading error term dominates (for Gaussian data the leading term of an odd order partly
-# integrates to boundary terms, so some ends show an order too many before the asymptotics).
+# (sampler, options, order, sigma/alpha at the last time, steps, grid kind). Each row's grid runs
+# from T down to the time where sigma / alpha = the given end, which is chosen where the leading
+# error term dominates (for Gaussian data the leading term of an odd order partly integrates to
+# boundary terms, so some ends show an order too many before the asymptotics). Log-SNR grids have
+# equal steps in l; Karras grids unequal ones, which the variable-step weights must follow.
 ORDERS = [
-    ("dpm_solver", {"order": 1}, 1, 0.25, (16, 32, 64)),
-    ("dpm_solver", {"order": 2}, 2, 0.1, (32, 64, 128)),
-    ("dpm_solver", {"order": 3}, 3, 0.25, (16, 32, 64)),
-    ("unipc", {"order": 1}, 2, 0.25, (16, 32, 64)),  # UniC raises the order by one
-    ("unipc", {"order": 2}, 3, 0.25, (32, 64, 128)),
-    ("unipc", {"order": 3}, 4, 0.5, (32, 64, 128)),
-    ("ipndm", {"order": 1}, 1, 0.25, (16, 32, 64)),
-    ("ipndm", {"order": 2}, 2, 0.25, (16, 32, 64)),
-    ("ipndm", {"order": 4}, 2, 0.25, (32, 64, 128)),  # fixed coefficients, non-uniform steps
+    ("dpm_solver", {"order": 1}, 1, 0.25, (16, 32, 64), "log_snr"),
+    ("dpm_solver", {"order": 2}, 2, 0.1, (32, 64, 128), "log_snr"),
+    ("dpm_solver", {"order": 3}, 3, 0.25, (16, 32, 64), "log_snr"),
+    ("dpm_solver", {"order": 3}, 3, 0.25, (32, 64, 128), "karras"),
+    ("unipc", {"order": 1}, 2, 0.25, (16, 32, 64), "log_snr"),  # UniC raises the order by one
+    ("unipc", {"order": 2}, 3, 0.25, (32, 64, 128), "log_snr"),
+    ("unipc", {"order": 2}, 3, 0.25, (64, 128, 256), "karras"),
+    ("unipc", {"order": 3}, 4, 0.5, (32, 64, 128), "log_snr"),
+    ("ipndm", {"order": 1}, 1, 0.25, (16, 32, 64), "log_snr"),
+    ("ipndm", {"order": 2}, 2, 0.25, (16, 32, 64), "log_snr"),
+    ("ipndm", {"order": 4}, 2, 0.25, (32, 64, 128), "log_snr"),  # fixed coefficients, unequal steps
 ]
 
 
 @pytest.mark.parametrize("kind", SDES)
 @pytest.mark.parametrize(
-    ("sampler", "options", "order", "end", "steps"),
+    ("sampler", "options", "order", "end", "steps", "grid"),
     ORDERS,
-    ids=[f"{r[0]}-{r[1]['order']}" for r in ORDERS],
+    ids=[f"{r[0]}-{r[1]['order']}-{r[5]}" for r in ORDERS],
 )
-def test_convergence_order_on_a_log_snr_grid(sampler, options, order, end, steps, kind):
+def test_convergence_order(sampler, options, order, end, steps, grid, kind):
     """The slope of log max error against log steps, over a factor 4 in steps, is within
     [-order - 0.75, -order + 0.25]: pre-asymptotic terms make the slopes measured on these grids
     0.05 to 0.2 steeper, and up to 0.5 where the leading term nearly cancels (order 3 on the
@@ -114,11 +117,51 @@ def test_convergence_order_on_a_log_snr_grid(sampler, options, order, end, steps
     eps = float(time_at_scaled_sigma(sde, end))
     options = {**options, "lower_order_final": False} if sampler != "ipndm" else options
     errors = [
-        flow_error(sde, sampler, scoresde.time_grid(sde, n, kind="log_snr", eps=eps), **options)
+        flow_error(sde, sampler, scoresde.time_grid(sde, n, kind=grid, eps=eps), **options)
         for n in steps
     ]
     slope = math.log(errors[-1] / errors[0]) / math.log(steps[-1] / steps[0])
     assert -order - 0.75 < slope < -order + 0.25, (errors, slope)
+
+
+def test_unipc_shortcuts_are_the_documented_steps():
+    """UniPC-2 on two uneven steps is UniP-1 (DDIM), UniC-1 (``K_0 (m_0 + m_t) / 2``) with m_t at
+    the prediction, then UniP-2 with its step ratio h / h_1 = 4 (``K_0 (m_0 + (h / h_1) (m_0 -
+    m_1) / 2)``), uncorrected as the last step: equal to the hand-computed steps to 1e-12."""
+    sde = VPSDE()
+    score_fn = scoresde.GaussianMixture.ring().score_fn(sde)
+    l_T = sde.log_snr(torch.tensor([1.0], dtype=F64)) / 2  # l = log(alpha / sigma)
+    times = time_at_scaled_sigma(sde, torch.exp(-(l_T + torch.tensor([0.0, 1.0, 5.0]))))
+    times[0] = 1.0
+    alpha, sigma = sde.kernel_coefficients(times)
+    lam = torch.log(alpha / sigma)
+    h0, h1 = (lam[1] - lam[0]).item(), (lam[2] - lam[1]).item()
+    assert h1 / h0 == pytest.approx(4.0)
+
+    def m(x, i):
+        return (x + sigma[i] ** 2 * score_fn(x, times[i].expand(x.shape[0]))) / alpha[i]
+
+    x0 = sde.prior_sampling((64, 2), torch.Generator().manual_seed(8)).to(F64)
+    m0 = m(x0, 0)
+    k0 = -math.expm1(-h0)
+    predicted = sigma[1] / sigma[0] * x0 + alpha[1] * k0 * m0
+    m1 = m(predicted, 1)
+    x1 = sigma[1] / sigma[0] * x0 + alpha[1] * k0 * (m0 + m1) / 2
+    k1 = -math.expm1(-h1)
+    x2 = sigma[2] / sigma[1] * x1 + alpha[2] * k1 * (m1 + h1 / h0 * (m1 - m0) / 2)
+    out = scoresde.sample(
+        sde,
+        score_fn,
+        (64, 2),
+        sampler="unipc",
+        order=2,
+        lower_order_final=False,
+        times=times,
+        denoise=False,
+        dtype=F64,
+        generator=torch.Generator().manual_seed(8),
+    )
+    torch.testing.assert_close(out, x2, rtol=0, atol=1e-12)
 
 
 def test_ipndm_coefficients_are_adams_bashforth_on_equal_steps():

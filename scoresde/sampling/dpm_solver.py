@@ -21,19 +21,22 @@ and the moments ``K_j = int_0^h c e^{-c (h - u)} u^j du``::
 
     K_0 = 1 - e^{-c h},   K_j = h^j - (j / c) K_{j-1},   keep = (sigma_t / sigma_s) e^{-(c-1) h}.
 
-For ``c = 1`` this is DPM-Solver++ (order 1 is DDIM; order 3 is DPM-Solver++(3M) written in
-``phi_1 = -K_0``, ``phi_2 = K_1 / h``, ``phi_3 = phi_2 / h - 1/2``, with ``D_1 = h (d_1 + h_1 d_2)``
-and ``D_2 = h^2 d_2``: ``x_t = keep x_s - alpha_t phi_1 m_0 + alpha_t phi_2 D_1 - 2 alpha_t phi_3
-D_2``). For ``c = 2`` it is SDE-DPM-Solver++ (order 1: ``x_t = (sigma_t / sigma_s) e^{-h} x_s +
-alpha_t (1 - e^{-2h}) m_0 + sigma_t sqrt(1 - e^{-2h}) z``; order 2 adds ``alpha_t (h - (1 -
-e^{-2h}) / 2) d_1``). The weights sum to ``K_0``, so when ``m`` is constant (a point mass) every
+For ``c = 1`` this is DPM-Solver++; order 1 is DDIM, and order 3 in the authors' variables ``phi_1
+= -K_0``, ``phi_2 = K_1 / h``, ``phi_3 = phi_2 / h - 1/2``, ``D_1 = h (d_1 + h_1 d_2)``, ``D_2 =
+h^2 d_2`` reads ``x_t = keep x_s - alpha_t phi_1 m_0 + alpha_t phi_2 D_1 - 2 alpha_t phi_3 D_2``.
+(Their code has ``- alpha_t phi_3 D_2``, half the second-difference term, which converges at order
+2 only: the order tests fail with it.) Order 2 integrates the line through ``m_0, m_1`` exactly,
+where the paper's 2M uses ``K_0 h d_1 / 2`` in place of ``K_1 d_1`` (both are second order). For
+``c = 2`` it is SDE-DPM-Solver++ (order 1: ``x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 -
+e^{-2h}) m_0 + sigma_t sqrt(1 - e^{-2h}) z``; order 2 adds ``alpha_t (h - (1 - e^{-2h}) / 2)
+d_1``). The weights sum to ``K_0``, so when ``m`` is constant (a point mass) every
 order is exact: to round-off for the ODE, in distribution for the SDE.
 
 Step ``i`` of ``n`` has order ``min(order, i + 1)`` (a multistep method warms up), and with
 ``lower_order_final`` and ``n < 15`` also at most ``n - i`` (lower-order final steps, as the paper
 does below 15 steps, where the last steps in ``l`` are long). One score evaluation per step; the
-coefficients are computed once in float64 (the moment recursion loses about ``1e-16 / h`` absolute
-accuracy, negligible for any grid with ``h > 1e-6``).
+coefficients are computed once in float64
+(:func:`~scoresde.sampling.multistep.exponential_moments`).
 """
 
 from __future__ import annotations
