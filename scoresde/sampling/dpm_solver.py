@@ -98,10 +98,10 @@ def dpm_solver(
     jitter = (k.sigma[1:] * (-torch.expm1(-2 * h)).sqrt()).to(x.dtype)
     keep = keep.to(x.dtype)
     alpha, sigma = k.alpha.to(x.dtype), k.sigma.to(x.dtype)
-    history: list[Tensor] = []  # m_0, m_1, m_2: the newest data prediction first
+    history: list[Tensor] = []  # m_0, m_1, ...: the newest data prediction first
     for i in range(n):
         m = data_prediction(score_fn, x, k.t[i].expand(x.shape[0]), alpha[i], sigma[i])
-        history = [m, *history[:2]]
+        history = [m, *history[: order - 1]]
         x = keep[i] * x
         for w, m_j in zip(weights[i, : orders[i]], history, strict=False):
             x = x.addcmul_(m_j, w)

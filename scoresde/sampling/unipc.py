@@ -80,19 +80,19 @@ def unipc(
     history = [data_prediction(score_fn, x, k.t[0].expand(x.shape[0]), alpha[0], sigma[0])]
     for i in range(n):
         base = keep[i] * x
-        x = _combine(base, predict[i], history)
+        x = _combine(base, predict[i, : orders[i]], history)
         if i < n - 1:
             x = on_step(i + 1, x)
             t = k.t[i + 1].expand(x.shape[0])
             m = data_prediction(score_fn, x, t, alpha[i + 1], sigma[i + 1])
             history = [m, *history[:3]]  # m_t, m_0, m_1, m_2
-            x = _combine(base, correct[i], history)
+            x = _combine(base, correct[i, : orders[i] + 1], history)
         x = on_step(i + 1, x)
     return x
 
 
 def _combine(base: Tensor, weights: Tensor, values: list[Tensor]) -> Tensor:
-    """``base + sum_j weights_j values_j`` over the values given."""
+    """``base + sum_j weights_j values_j`` over the weights given (the newest values)."""
     x = base.clone()
     for w, value in zip(weights, values, strict=False):
         x = x.addcmul_(value, w)
