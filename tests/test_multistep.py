@@ -207,10 +207,11 @@ def test_the_exponential_moments_stay_accurate_for_short_steps():
         assert abs(moment - series) < 1e-19, k
 
 
-def test_step_orders_warm_up_and_lower_the_final_steps_below_15_steps():
+def test_step_orders_warm_up_and_lower_the_final_steps():
     assert step_orders(5, 3, True) == [1, 2, 3, 2, 1]
     assert step_orders(5, 3, False) == [1, 2, 3, 3, 3]
-    assert step_orders(15, 3, True) == [1, 2] + [3] * 13
+    assert step_orders(20, 2, True) == [1] + [2] * 18 + [1]
+    assert step_orders(2, 4, True) == [1, 1]
 
 
 # -- cost, times, shapes, dtypes ----------------------------------------------------------------

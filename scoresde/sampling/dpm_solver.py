@@ -33,9 +33,9 @@ d_1``). The weights sum to ``K_0``, so when ``m`` is constant (a point mass) eve
 order is exact: to round-off for the ODE, in distribution for the SDE.
 
 Step ``i`` of ``n`` has order ``min(order, i + 1)`` (a multistep method warms up), and with
-``lower_order_final`` and ``n < 15`` also at most ``n - i`` (lower-order final steps, as the paper
-does below 15 steps, where the last steps in ``l`` are long). One score evaluation per step; the
-coefficients are computed once in float64
+``lower_order_final`` also at most ``n - i`` (lower-order final steps, which the paper takes below
+15 steps; :func:`~scoresde.sampling.multistep.step_orders` says why here on every grid). One score
+evaluation per step; the coefficients are computed once in float64
 (:func:`~scoresde.sampling.multistep.exponential_moments`).
 """
 
@@ -73,8 +73,7 @@ def dpm_solver(
 
     Options:
         order: the multistep order, 1, 2 or 3.
-        lower_order_final: on grids of fewer than 15 steps, lower the order of the final steps to
-            the number of steps left.
+        lower_order_final: lower the order of the final steps to the number of steps left.
         variant: ``"ode"`` (DPM-Solver++, deterministic) or ``"sde"`` (SDE-DPM-Solver++, draws
             ``N(0, I)`` noise at every step).
     """

@@ -23,9 +23,6 @@ from numpy.polynomial import polynomial
 
 __all__ = ["lagrange_weights", "exponential_moments", "polynomial_moments", "step_orders"]
 
-LOWER_ORDER_BELOW = 15
-"""``lower_order_final`` lowers the final steps' order on grids of fewer steps than this."""
-
 
 def lagrange_weights(nodes: Sequence[float], moments: Sequence[float]) -> list[float]:
     """``W_j = sum_k a_jk M_k``, where ``L_j(u) = sum_k a_jk u^k`` (module docstring).
@@ -70,9 +67,11 @@ def step_orders(n: int, order: int, lower_order_final: bool) -> list[int]:
     """The order of each of ``n`` steps of a multistep method of order ``order``.
 
     Step ``i`` has ``i`` past values to use, so its order is ``min(order, i + 1)`` (the warm-up);
-    with ``lower_order_final`` on grids of fewer than :data:`LOWER_ORDER_BELOW` steps, also at most
-    ``n - i``: the final steps, which are long on few-step grids, extrapolate less (Lu et al. 2022,
-    DPM-Solver++, sec. 5).
+    with ``lower_order_final`` also at most ``n - i``: the final steps, often long in log-SNR,
+    extrapolate less. DPM-Solver++ (Lu et al. 2022) does so below 15 steps; here it applies to
+    every grid, which changed no gap on the ring at 20 or 50 steps of log-SNR and Karras grids,
+    and kept 20 steps of a grid uniform in time (whose last step on VP spans 2.8 in ``log(alpha /
+    sigma)``, 4 times its predecessor) from diverging: the ring's gap with 2M on VP went from +0.47
+    to -0.11 nats, with SDE-3M from +38.7 to +0.15.
     """
-    final = lower_order_final and n < LOWER_ORDER_BELOW
-    return [min(order, i + 1, n - i) if final else min(order, i + 1) for i in range(n)]
+    return [min(order, i + 1, n - i) if lower_order_final else min(order, i + 1) for i in range(n)]

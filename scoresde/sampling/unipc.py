@@ -22,9 +22,9 @@ authors' two shortcuts, where ``B(h)`` does matter, are kept (``rho = 1/2``, wit
     UniC-1:  x_t = (sigma_t / sigma_s) x_s + alpha_t K_0 (m_0 + m_t) / 2
 
 (UniP-2 is DPM-Solver++(2M) as the paper writes it). Step ``i`` of ``n`` has predictor order
-``min(order, i + 1)``, and with ``lower_order_final`` on grids of fewer than 15 steps also at most
-``n - i``. Both the predicted and the corrected state are passed to ``on_step``.
-When ``m`` is constant (a point mass) every rule is exact, to round-off.
+``min(order, i + 1)``, and with ``lower_order_final`` also at most ``n - i``
+(:func:`~scoresde.sampling.multistep.step_orders`). Both the predicted and the corrected state are
+passed to ``on_step``. When ``m`` is constant (a point mass) every rule is exact, to round-off.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ def unipc(
 
     Options:
         order: the predictor's order, 1, 2 or 3 (the corrector's is one more).
-        lower_order_final: on grids of fewer than 15 steps, lower the order of the final steps to
-            the number of steps left.
+        lower_order_final: lower the order of the final steps to the number of steps left.
     """
     order = integer(1, 3).check("order", order)
     check_bool("lower_order_final", lower_order_final)
