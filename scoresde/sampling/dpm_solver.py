@@ -75,7 +75,9 @@ def dpm_solver(
         order: the multistep order, 1, 2 or 3.
         lower_order_final: lower the order of the final steps to the number of steps left.
         variant: ``"ode"`` (DPM-Solver++, deterministic) or ``"sde"`` (SDE-DPM-Solver++, draws
-            ``N(0, I)`` noise at every step).
+            ``N(0, I)`` noise at every step). The SDE variant's multistep corrections extrapolate
+            data predictions that carry the injected noise: on the 8-Gaussian ring it needs some
+            50 steps (mean -log p - H within 0.05 nats at 50, 0.02 at 100; above 1 at 10).
     """
     order = integer(1, 3).check("order", order)
     check_bool("lower_order_final", lower_order_final)
