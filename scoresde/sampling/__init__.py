@@ -8,6 +8,12 @@ sampler           what it is (module)
                   :data:`PREDICTORS` and correctors of :data:`CORRECTORS` (``pc``)
 ``ode``           the probability-flow ODE through torchdiffeq (``ode``)
 ``ddim``          DDIM, deterministic or stochastic (``ddim``)
+``dpm_solver``    DPM-Solver++, multistep of order 1–3 in the data prediction; ODE or SDE
+                  variant (``dpm_solver``)
+``unipc``         UniPC (bh2): a multistep predictor and a corrector at no extra evaluation
+                  (``unipc``)
+``ipndm``         iPNDM: Adams–Bashforth of order 1–4 on EDM's ODE in ``sigma / alpha``
+                  (``ipndm``)
 ``heun``          EDM's second-order Heun sampler in ``x / alpha`` and ``sigma / alpha``, with
                   optional churn (Karras et al. 2022, Alg. 2) (``heun``)
 ``adaptive_sde``  the reverse-time SDE with adaptive steps and error control (Jolicoeur-Martineau
@@ -20,7 +26,16 @@ correctors of the ``pc`` sampler are registered the same way (:func:`register_pr
 :func:`register_corrector`). :func:`time_grid` makes the time grids every sampler steps along.
 """
 
-from scoresde.sampling import adaptive_sde, ddim, heun, ode, pc  # noqa: F401 (registers the samplers)
+from scoresde.sampling import (  # noqa: F401 (each module registers its sampler)
+    adaptive_sde,
+    ddim,
+    dpm_solver,
+    heun,
+    ipndm,
+    ode,
+    pc,
+    unipc,
+)
 from scoresde.sampling.base import SAMPLERS, GridCoefficients, SamplerSpec, register_sampler
 from scoresde.sampling.correctors import (
     CORRECTORS,
