@@ -114,3 +114,34 @@ def test_bad_arguments(kwargs, match):
 def test_bad_grids_are_refused(times, match):
     with pytest.raises(ValueError, match=match):
         check_times(VPSDE(), times)
+
+
+@pytest.mark.parametrize("kind", GRIDS)
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "user"])
+def test_noise_level_ends(name, kind):
+    """sigma_max puts the second time where sigma / alpha = sigma_max and the rest of the grid
+    below it; sigma_min puts the last time where sigma / alpha = sigma_min (1e-9 relative)."""
+    sde = SDES[name]
+    times = time_grid(sde, 6, kind=kind, sigma_max=5.0, sigma_min=0.05)
+    s = torch.exp(-log_snr(sde, times) / 2)
+    assert times[0].item() == sde.T and times.shape == (7,)
+    assert s[1].item() == pytest.approx(5.0, rel=1e-9)
+    assert s[-1].item() == pytest.approx(0.05, rel=1e-9)
+    rest = time_grid(sde, 5, kind=kind, eps=times[-1].item())  # the same kind below sigma_max
+    assert bool((times[1:].diff() < 0).all()) and not torch.equal(times[1:], rest)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"sigma_max": 1e6}, r"sigma_max must be a number in \(0.0104.*, 152.1.*; got 1000000.0"),
+        ({"sigma_max": 0.01}, r"sigma_max must be a number in \(0.0104.*; got 0.01"),
+        ({"sigma_min": -1.0}, "sigma_min must be a finite number > 0; got -1.0"),
+        ({"sigma_min": 0.1, "eps": 0.01}, "give eps or sigma_min"),
+        ({"sigma_max": 5.0, "num_steps": 1}, "num_steps must be an integer >= 2; got 1"),
+    ],
+)
+def test_bad_noise_level_ends(kwargs, match):
+    args = {"num_steps": 5, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        time_grid(VPSDE(), args.pop("num_steps"), **args)

@@ -22,6 +22,8 @@ the times cast to the samples' dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,37 +43,70 @@ def time_grid(
     kind: str = "uniform",
     eps: float | None = None,
     rho: float = 7.0,
+    sigma_max: float | None = None,
+    sigma_min: float | None = None,
 ) -> Tensor:
     """``num_steps + 1`` decreasing times from ``sde.T`` to ``eps``, float64, on the CPU.
 
+    The ends can also be given as noise levels ``s = sigma(t) / alpha(t)`` (EDM's ``sigma_max`` and
+    ``sigma_min``): ``sigma_min`` sets ``eps`` to its time; ``sigma_max`` makes the first step go
+    from ``T`` straight down to its time, and the other ``num_steps - 1`` steps of the grid's kind
+    run from there. Where ``s`` is large the data prediction hardly changes, and a solver's steps
+    are better spent below it.
+
     Arguments:
         sde: the forward SDE.
-        num_steps: the number of steps, >= 1.
+        num_steps: the number of steps, >= 1 (>= 2 with ``sigma_max``).
         kind: one of :data:`GRIDS` (table above).
         eps: the last time, in ``(0, T)``; default ``sde.sampling_eps``.
         rho: the exponent of the ``karras`` grid, > 0.
+        sigma_max: the noise level ``sigma / alpha`` of the second time, below that at ``T``.
+        sigma_min: the noise level of the last time, instead of ``eps``.
 
     Returns:
         the grid, shape ``(num_steps + 1,)``, with ``times[0] = T`` and ``times[-1] = eps`` exactly.
     """
-    n = check_int("num_steps", num_steps, minimum=1)
+    n = check_int("num_steps", num_steps, minimum=1 if sigma_max is None else 2)
     check_choice("kind", kind, GRIDS)
     check_positive("rho", rho)
     T = float(sde.T)
+    if sigma_min is not None:
+        if eps is not None:
+            raise ValueError("give eps or sigma_min (the same end as a time or a noise level)")
+        eps = _time_at_noise(sde, check_positive("sigma_min", sigma_min))
     eps = sde.sampling_eps if eps is None else eps
     eps = check_number("eps", eps, 0, T, low_open=True, high_open=True)
+    if sigma_max is None:
+        times = _between(sde, T, eps, n, kind, rho)
+    else:
+        s_T = float(torch.exp(-sde.log_snr(torch.tensor([T], dtype=torch.float64)) / 2))
+        s_eps = float(torch.exp(-sde.log_snr(torch.tensor([eps], dtype=torch.float64)) / 2))
+        check_number("sigma_max", sigma_max, s_eps, s_T, low_open=True, high_open=True)
+        rest = _between(sde, _time_at_noise(sde, sigma_max), eps, n - 1, kind, rho)
+        times = torch.cat([torch.tensor([T], dtype=torch.float64), rest])
+    return check_times(sde, times)
+
+
+def _time_at_noise(sde: SDE, s: float) -> float:
+    """The time at which ``sigma / alpha = s``."""
+    lam = torch.tensor([-2 * math.log(s)], dtype=torch.float64)
+    return float(sde.time_at_log_snr(lam))
+
+
+def _between(sde: SDE, start: float, end: float, n: int, kind: str, rho: float) -> Tensor:
+    """``n + 1`` times of the grid ``kind`` from ``start`` down to ``end``, both exact."""
     u = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
     if kind == "uniform":
-        times = T + u * (eps - T)
+        times = start + u * (end - start)
     elif kind == "quadratic":
-        times = eps + (T - eps) * (1 - u) ** 2
+        times = end + (start - end) * (1 - u) ** 2
     else:
-        ends = sde.log_snr(torch.tensor([T, eps], dtype=torch.float64))
+        ends = sde.log_snr(torch.tensor([start, end], dtype=torch.float64))
         if not bool(ends.isfinite().all()) or not ends[0] < ends[1]:
             raise ValueError(
                 f"a {kind!r} grid needs lambda(t) = log(alpha^2 / sigma^2) finite and decreasing "
-                f"on [eps, T]; {sde!r} has lambda(T) = {ends[0].item():.4g}, lambda(eps) = "
-                f"{ends[1].item():.4g}"
+                f"on [eps, T]; {sde!r} has lambda = {ends[0].item():.4g} at t = {start} and "
+                f"{ends[1].item():.4g} at t = {end}"
             )
         if kind == "log_snr":
             lam = ends[0] + u * (ends[1] - ends[0])
@@ -79,8 +114,8 @@ def time_grid(
             s_max, s_min = torch.exp(-ends / 2) ** (1 / rho)
             lam = -2 * rho * torch.log(s_max + u * (s_min - s_max))
         times = sde.time_at_log_snr(lam)
-    times[0], times[-1] = T, eps
-    return check_times(sde, times)
+    times[0], times[-1] = start, end
+    return times
 
 
 def check_times(sde: SDE, times: Tensor, name: str = "times") -> Tensor:

@@ -91,10 +91,11 @@ def _grid(
     grid: str | None,
     eps: float | None,
     rho: float,
+    ends: dict[str, float | None],
 ) -> Tensor:
     """The float64 grid of a call, from ``times`` or from ``time_grid``'s arguments."""
     if times is not None:
-        pairs = (("num_steps", num_steps), ("grid", grid), ("eps", eps))
+        pairs = (("num_steps", num_steps), ("grid", grid), ("eps", eps), *ends.items())
         given = [name for name, value in pairs if value is not None]
         if given:
             raise ValueError(f"times is the whole grid; do not also give {', '.join(given)}")
@@ -109,7 +110,7 @@ def _grid(
     elif num_steps is None:
         num_steps = sde.N - 1 if spec.default_steps is None else spec.default_steps
     kind = spec.default_grid if grid is None else check_choice("grid", grid, GRIDS)
-    return time_grid(sde, num_steps, kind=kind, eps=eps, rho=rho)
+    return time_grid(sde, num_steps, kind=kind, eps=eps, rho=rho, **ends)
 
 
 def sample(
@@ -123,6 +124,8 @@ def sample(
     grid: str | None = None,
     eps: float | None = None,
     rho: float = 7.0,
+    sigma_max: float | None = None,
+    sigma_min: float | None = None,
     denoise: bool = True,
     generator: Generators = None,
     dtype: torch.dtype | None = None,
@@ -148,6 +151,9 @@ def sample(
         grid: the kind of grid (:data:`~scoresde.sampling.grids.GRIDS`); default the sampler's.
         eps: the grid's last time, in ``(0, T)``; default ``sde.sampling_eps``.
         rho: the exponent of the ``karras`` grid.
+        sigma_max, sigma_min: the grid's ends as noise levels ``sigma / alpha`` (EDM's names):
+            the first step goes from ``T`` straight to ``sigma_max``; ``sigma_min`` replaces
+            ``eps`` (see :func:`~scoresde.sampling.grids.time_grid`).
         denoise: replace the final sample by Tweedie's ``E[x_0 | x_eps]`` (one score evaluation).
         generator: the only source of randomness: a ``torch.Generator`` for the batch, or a
             sequence of ``B`` generators (one per sample; sample ``i`` then does not depend on the
@@ -187,7 +193,8 @@ def sample(
     device = torch.device(device if device is not None else noise.device or "cpu")
 
     adaptive = spec.adaptive(options)
-    grid64 = _grid(sde, spec, adaptive, times, num_steps, grid, eps, rho)
+    ends = {"sigma_max": sigma_max, "sigma_min": sigma_min}
+    grid64 = _grid(sde, spec, adaptive, times, num_steps, grid, eps, rho, ends)
     wanted = _trajectory_times(trajectory_times, grid64)
     if adaptive and wanted is not None:
         grid64 = torch.cat([grid64, wanted]).unique().flip(0)
