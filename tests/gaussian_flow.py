@@ -13,8 +13,24 @@ exponential integrators (DDIM, DPM-Solver++) are exact.
 
 import torch
 from torch import Tensor
+from user_sde import TimeVaryingOU
 
-from scoresde import SDE
+from scoresde import SDE, VESDE, VPSDE, LinearSDE, SubVPSDE
+
+#: One SDE of every kind with a linear drift, for the solvers' tests: the closed forms, a user's
+#: ``LinearSDE(f, g)`` and a user's subclass of the bare protocol.
+SDES = {
+    "vp": lambda: VPSDE(),
+    "vp-cosine": lambda: VPSDE(schedule="cosine"),
+    "subvp": lambda: SubVPSDE(),
+    "ve": lambda: VESDE(sigma_max=20.0),
+    "linear": lambda: LinearSDE(
+        lambda t: -2.0 * torch.ones_like(t), lambda t: 2.0 * torch.ones_like(t)
+    ),
+    "user": lambda: TimeVaryingOU(),
+}
+#: The mean of the Gaussian data.
+MU = torch.tensor([1.5, -0.5], dtype=torch.float64)
 
 
 def _kernel(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,24 +5,12 @@ import math
 
 import pytest
 import torch
-from gaussian_flow import gaussian_flow, gaussian_score
-from user_sde import TimeVaryingOU
+from gaussian_flow import MU, SDES, gaussian_flow, gaussian_score
 
 import scoresde
-from scoresde import VESDE, VPSDE, LinearSDE, SubVPSDE
+from scoresde import VPSDE, SubVPSDE
 
 F64 = torch.float64
-SDES = {
-    "vp": lambda: VPSDE(),
-    "vp-cosine": lambda: VPSDE(schedule="cosine"),
-    "subvp": lambda: SubVPSDE(),
-    "ve": lambda: VESDE(sigma_max=20.0),
-    "linear": lambda: LinearSDE(
-        lambda t: -2.0 * torch.ones_like(t), lambda t: 2.0 * torch.ones_like(t)
-    ),
-    "user": lambda: TimeVaryingOU(),
-}
-MU = torch.tensor([1.5, -0.5], dtype=F64)
 
 
 @pytest.mark.parametrize("kind", SDES)

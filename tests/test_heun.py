@@ -7,26 +7,14 @@ import math
 
 import pytest
 import torch
-from gaussian_flow import gaussian_flow, gaussian_score
-from user_sde import TimeVaryingOU
+from gaussian_flow import MU, SDES, gaussian_flow, gaussian_score
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, LinearSDE, SubVPSDE
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.sampling.heun import heun
 from scoresde.sampling.noise import GaussianNoise
 
 F64 = torch.float64
-SDES = {
-    "vp": lambda: VPSDE(),
-    "vp-cosine": lambda: VPSDE(schedule="cosine"),
-    "subvp": lambda: SubVPSDE(),
-    "ve": lambda: VESDE(sigma_max=20.0),
-    "linear": lambda: LinearSDE(
-        lambda t: -2.0 * torch.ones_like(t), lambda t: 2.0 * torch.ones_like(t)
-    ),
-    "user": lambda: TimeVaryingOU(),
-}
-MU = torch.tensor([1.5, -0.5], dtype=F64)
 RING = GaussianMixture.ring()
 RING_ENTROPY, RING_ENTROPY_SE = RING.entropy(200_000, torch.Generator().manual_seed(0))
 

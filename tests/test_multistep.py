@@ -11,12 +11,11 @@ import re
 
 import pytest
 import torch
-from gaussian_flow import gaussian_flow, gaussian_score
+from gaussian_flow import MU, SDES, gaussian_flow, gaussian_score
 from scipy import integrate
-from user_sde import TimeVaryingOU
 
 import scoresde
-from scoresde import VESDE, VPSDE, LinearSDE, SubVPSDE
+from scoresde import VESDE, VPSDE, SubVPSDE
 from scoresde.sampling.ipndm import ADAMS_BASHFORTH
 from scoresde.sampling.multistep import (
     exponential_moments,
@@ -27,18 +26,7 @@ from scoresde.sampling.multistep import (
 from scoresde.sde import batch_broadcast
 
 F64 = torch.float64
-SDES = {
-    "vp": lambda: VPSDE(),
-    "vp-cosine": lambda: VPSDE(schedule="cosine"),
-    "subvp": lambda: SubVPSDE(),
-    "ve": lambda: VESDE(sigma_max=20.0),
-    "linear": lambda: LinearSDE(
-        lambda t: -2.0 * torch.ones_like(t), lambda t: 2.0 * torch.ones_like(t)
-    ),
-    "user": lambda: TimeVaryingOU(),
-}
 SOLVERS = ("dpm_solver", "unipc", "ipndm")
-MU = torch.tensor([1.5, -0.5], dtype=F64)
 S = 0.5  # the data's std in the convergence tests
 
 
