@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from scoresde.sde.discrete import DDPMChain, SMLDChain
+from scoresde.sde.discrete import DDPMChain, DiscreteChain, SMLDChain
 from scoresde.sde.linear import LinearDriftSDE
 from scoresde.sde.schedules import SCHEDULES, BetaSchedule, LinearSchedule
 from scoresde.validation import check_positive, refusal
@@ -27,7 +27,40 @@ class _UnitTime:
         return 1.0
 
 
-class VPSDE(_UnitTime, LinearDriftSDE):
+class _DiscreteModel:
+    """An SDE with a discrete model ``self.chain`` (DDPM, SMLD): its kernel is the SDE's chain
+    (:meth:`~scoresde.SDE.chain_coefficients`) and its step the SDE's :meth:`discretize`."""
+
+    chain: DiscreteChain
+
+    def chain_coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The discrete model's kernel ``(a_i, s_i)`` at the step of each time."""
+        return self.chain.coefficients(t)
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The discrete model's forward step (the reference implementation's)."""
+        self.check_time(t)
+        return self.chain.discretize(x, t)
+
+
+class _ScheduledDrift(_UnitTime, LinearDriftSDE):
+    """The drift ``-1/2 beta(t) x`` of the VP family, ``beta`` from ``self.schedule``, so that
+    ``alpha(t) = exp(-B(t) / 2)`` with ``B(t) = int_0^t beta``."""
+
+    schedule: BetaSchedule
+
+    def beta(self, t: Tensor) -> Tensor:
+        """``beta(t)``, shape ``(B,)``."""
+        return self.schedule.beta(t)
+
+    def f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.schedule.beta(t)
+
+    def log_mean_coeff(self, t: Tensor) -> Tensor:
+        return -0.5 * self.schedule.integrated(t)
+
+
+class VPSDE(_DiscreteModel, _ScheduledDrift):
     """Variance-preserving SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw`` (DDPM in the limit).
 
     With ``B(t) = int_0^t beta``: ``alpha(t) = exp(-B(t)/2)``, ``sigma(t)^2 = 1 - alpha(t)^2``;
@@ -66,37 +99,18 @@ class VPSDE(_UnitTime, LinearDriftSDE):
         self.sqrt_alphas_cumprod = self.chain.sqrt_alphas_cumprod
         self.sqrt_1m_alphas_cumprod = self.chain.sqrt_1m_alphas_cumprod
 
-    def beta(self, t: Tensor) -> Tensor:
-        """``beta(t)``, shape ``(B,)``."""
-        return self.schedule.beta(t)
-
-    def f(self, t: Tensor) -> Tensor:
-        return -0.5 * self.schedule.beta(t)
-
     def g(self, t: Tensor) -> Tensor:
         return torch.sqrt(self.schedule.beta(t))
-
-    def log_mean_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.schedule.integrated(t)
 
     def marginal_std(self, t: Tensor) -> Tensor:
         """``sqrt(1 - exp(-B(t)))``."""
         return torch.sqrt(-torch.expm1(-self.schedule.integrated(t)))
 
-    def chain_coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """DDPM's ``(sqrt(abar_i), sqrt(1 - abar_i))``."""
-        return self.chain.coefficients(t)
-
-    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """DDPM: ``x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z``."""
-        self.check_time(t)
-        return self.chain.discretize(x, t)
-
     def __repr__(self) -> str:
         return f"VPSDE(N={self.N}, schedule={self.schedule!r})"
 
 
-class SubVPSDE(_UnitTime, LinearDriftSDE):
+class SubVPSDE(_ScheduledDrift):
     """Sub-VP SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw``.
 
     Same mean as the VP SDE, ``alpha(t) = exp(-B(t)/2)``, with a variance bounded by the VP's:
@@ -108,18 +122,8 @@ class SubVPSDE(_UnitTime, LinearDriftSDE):
         super().__init__(N)
         self.schedule = LinearSchedule(beta_min, beta_max)
 
-    def beta(self, t: Tensor) -> Tensor:
-        """``beta(t)``, shape ``(B,)``."""
-        return self.schedule.beta(t)
-
-    def f(self, t: Tensor) -> Tensor:
-        return -0.5 * self.schedule.beta(t)
-
     def g(self, t: Tensor) -> Tensor:
         return torch.sqrt(self.schedule.beta(t) * -torch.expm1(-2 * self.schedule.integrated(t)))
-
-    def log_mean_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.schedule.integrated(t)
 
     def marginal_std(self, t: Tensor) -> Tensor:
         """``1 - exp(-B(t))``."""
@@ -129,7 +133,7 @@ class SubVPSDE(_UnitTime, LinearDriftSDE):
         return f"SubVPSDE(N={self.N}, schedule={self.schedule!r})"
 
 
-class VESDE(_UnitTime, LinearDriftSDE):
+class VESDE(_DiscreteModel, _UnitTime, LinearDriftSDE):
     """Variance-exploding SDE ``dx = sqrt(d sigma(t)^2 / dt) dw`` (SMLD / NCSN in the limit).
 
     ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, so ``g(t) = sigma(t) sqrt(2 log(sigma_max
@@ -170,15 +174,6 @@ class VESDE(_UnitTime, LinearDriftSDE):
 
     def marginal_std(self, t: Tensor) -> Tensor:
         return self.sigma(t)
-
-    def chain_coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """SMLD's ``(1, sigma_i)``."""
-        return self.chain.coefficients(t)
-
-    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """SMLD: ``x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z``."""
-        self.check_time(t)
-        return self.chain.discretize(x, t)
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, N={self.N})"

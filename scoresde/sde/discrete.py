@@ -16,6 +16,7 @@ transition, which on the reference grid ``linspace(T, eps, N)`` is exactly the r
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -26,8 +27,8 @@ from scoresde.sde.base import batch_broadcast
 __all__ = ["DiscreteChain", "DDPMChain", "SMLDChain"]
 
 
-class DiscreteChain:
-    """An ``N``-step Gaussian chain on ``[0, T]``, given by its kernel ``(a_i, s_i)``.
+class DiscreteChain(abc.ABC):
+    """An ``N``-step Gaussian chain on ``[0, T]``, given by its kernel ``(a_i, s_i)`` and its step.
 
     Arguments:
         a: ``(N,)`` the chain's kernel scales ``a_i``, float64 (samplers take differences and
@@ -57,6 +58,10 @@ class DiscreteChain:
         """``(a_i, s_i)`` at the step of each time in ``t``, each of shape ``(B,)``."""
         i = self.index(t)
         return self.table("a", t)[i], self.table("s", t)[i]
+
+    @abc.abstractmethod
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The chain's forward step at ``t`` as ``(f_i, G_i)``: ``x_{i+1} = x_i + f_i + G_i z``."""
 
 
 class DDPMChain(DiscreteChain):
