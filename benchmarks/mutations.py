@@ -57,12 +57,10 @@ MUTATIONS = [
         SDE_TESTS,
     ),
     Mutation(
-        "VP drift -beta instead of -beta / 2",
+        "VP-family drift -beta instead of -beta / 2",
         "scoresde/sde/closed_form.py",
-        "        return -0.5 * self.schedule.beta(t)\n\n    def g(self, t: Tensor) -> Tensor:\n"
-        "        return torch.sqrt(self.schedule.beta(t))",
-        "        return -self.schedule.beta(t)\n\n    def g(self, t: Tensor) -> Tensor:\n"
-        "        return torch.sqrt(self.schedule.beta(t))",
+        "return -0.5 * self.schedule.beta(t)",
+        "return -self.schedule.beta(t)",
         SDE_TESTS,
     ),
     Mutation(
