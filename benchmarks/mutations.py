@@ -236,8 +236,8 @@ MUTATIONS = [
     Mutation(
         "mixture score divides by the std, not the variance",
         "scoresde/datasets/gmm.py",
-        "g = -diff / var  # gradient",
-        "g = -diff / var.sqrt()  # gradient",
+        "g = -diff / var  # in each",
+        "g = -diff / var.sqrt()  # in each",
         ("tests/test_gmm.py",),
     ),
     Mutation(
