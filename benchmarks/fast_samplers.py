@@ -118,10 +118,9 @@ def main() -> None:
                     f"| {solver} | {grid_name} | " + " | ".join(map(cell, row)) + " |", flush=True
                 )
         print()
-    print(
-        "### Best per SDE and budget, beside the peers (issue 9's targets: |gap| <= 0.02 at <= 10"
-    )
-    print("evaluations, <= 0.01 at <= 20)\n")
+    targets = "issue 9's targets: |gap| <= 0.02 at <= 10 evaluations, <= 0.01 at <= 20"
+    print(f"### Best per SDE and budget, beside the peers ({targets})
+")
     print("| sampler | gap @ 10 NFE | gap @ 20 NFE |")
     print("| --- | ---: | ---: |")
     for s in SDES:
