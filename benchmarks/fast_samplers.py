@@ -119,8 +119,7 @@ def main() -> None:
                 )
         print()
     targets = "issue 9's targets: |gap| <= 0.02 at <= 10 evaluations, <= 0.01 at <= 20"
-    print(f"### Best per SDE and budget, beside the peers ({targets})
-")
+    print(f"### Best per SDE and budget, beside the peers ({targets})\n")
     print("| sampler | gap @ 10 NFE | gap @ 20 NFE |")
     print("| --- | ---: | ---: |")
     for s in SDES:
