@@ -270,6 +270,34 @@ def test_smc_inpaint_draws_one_particle_by_weight():
     assert abs(float(nll.mean()) - H_COND) < 0.08
 
 
+def test_smc_inpaint_picks_a_particle_with_probability_its_weight():
+    """Without resampling the final weights are uneven; ``inpaint`` then returns particle ``k``
+    of observation ``b`` with probability ``w_bk``, so the mean weight of the picked particles is
+    ``E[sum_k w_bk^2]`` (not ``1 / K``, as a uniform pick would give): 600 observations, standard
+    error ~0.01, tolerance 0.04."""
+    options = dict(particles=16, num_steps=20, resample_threshold=0.0)
+    observed = OBSERVED.expand(600, 2)
+    cloud = inpaint_particles(
+        SDE, ring_score(SDE), observed, MASK, generator=torch.Generator().manual_seed(8), **options
+    )
+    x = inpaint(
+        SDE,
+        ring_score(SDE),
+        observed,
+        MASK,
+        method="smc",
+        generator=torch.Generator().manual_seed(8),
+        **options,
+    )
+    assert int(cloud.resampled.sum()) == 0
+    picked = (cloud.x[..., 1] == x[:, None, 1]).double().argmax(1)
+    assert torch.equal(cloud.x[torch.arange(600), picked], x)
+    w = cloud.log_weights.exp()
+    expected = float((w**2).sum(1).mean())
+    assert expected > 0.3
+    assert float(w[torch.arange(600), picked].mean()) == pytest.approx(expected, abs=0.04)
+
+
 def test_replacement_hook_draws_the_forward_process_at_each_grid_time():
     """With ``em`` the score sees the state right after the hook at every grid time ``t``: its
     known entry must be ``alpha(t) y + sigma(t) z``. 4,000 samples: the standardised mean's
