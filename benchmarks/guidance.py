@@ -188,7 +188,7 @@ def main() -> None:
     print(f"`python {' '.join(shlex.quote(a) for a in ['benchmarks/guidance.py', *sys.argv[1:]])}`")
     print("\n## Classifier guidance at scale 1 (exact classifier), class 1, VP\n")
     guidance_table(2_000 if args.quick else 20_000)
-    print("\n## Inpainting the ring observed in x, VP, 100 log-SNR / uniform steps")
+    print("\n## Inpainting the ring observed in x, VP, 100 steps")
     for x_observed in (2.0, 1.5):
         inpainting_table(4_096 if args.quick else 131_072, x_observed)
 

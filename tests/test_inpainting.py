@@ -21,6 +21,7 @@ observation's ``K`` particles are one correlated draw), about 0.006-0.012 nats h
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -535,3 +536,15 @@ def call(**changes):
 def test_bad_arguments_are_refused_by_name(changes, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         call(**changes)
+
+
+def test_the_documented_example_runs(capsys):
+    page = Path(__file__).resolve().parents[1] / "docs" / "guidance.md"
+    (code,) = re.findall(r"```python inpainting\n(.*?)```", page.read_text(), re.S)
+    exec(compile(code, str(page), "exec"), {})
+    # The numbers the page quotes (deterministic given the seeds).
+    assert capsys.readouterr().out.splitlines() == [
+        "smc: gap +0.02 nats",
+        "replacement: gap +0.50 nats",
+        "E[|y| | x = 2] ~ 2.84",
+    ]
