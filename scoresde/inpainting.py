@@ -98,6 +98,12 @@ __all__ = ["METHODS", "Particles", "inpaint", "inpaint_particles"]
 METHODS = ("replacement", "smc")
 """The methods of :func:`inpaint`."""
 
+SMC_DEFAULT_STEPS = 100
+"""The default number of steps of :func:`inpaint_particles`' grid."""
+
+SMC_DEFAULT_GRID = "log_snr"
+"""The default kind of :func:`inpaint_particles`' grid."""
+
 #: Arguments of :func:`scoresde.sample` that :func:`inpaint` sets itself under replacement.
 _SET_BY_INPAINT = ("shape", "step_hook", "dtype", "device", "return_info", "trajectory_times")
 
@@ -235,7 +241,7 @@ def inpaint_particles(
         sde, score_fn, observed, mask, generator: as for :func:`inpaint`.
         particles: ``K`` >= 1, the particles per observation.
         num_steps: the steps of the grid ``time_grid(sde, num_steps, kind=grid, eps=eps,
-            rho=rho)``; default :data:`SMC_DEFAULT_STEPS` on a ``uniform`` grid.
+            rho=rho)``; default :data:`SMC_DEFAULT_STEPS` on a :data:`SMC_DEFAULT_GRID` grid.
         times: the grid itself (float, strictly decreasing, inside ``(0, T]``), instead of
             ``num_steps``, ``grid`` and ``eps``.
         grid, eps, rho: the kind of grid, its last time and the ``karras`` exponent, as for
@@ -249,6 +255,10 @@ def inpaint_particles(
     Returns:
         :class:`Particles`: ``(B, K, *D)`` particles, their normalised log-weights and resampling
         counts. Score evaluations: ``num_steps`` (+1 with ``denoise``) calls on ``B K`` points.
+
+    Raises:
+        ValueError: for a bad argument, or particles or weights that turned non-finite (a score
+            that returned NaN or infinity).
     """
     y, known = _check_observation(observed, mask)
     K = check_int("particles", particles, minimum=1)
@@ -305,14 +315,13 @@ def inpaint_particles(
             )
         if denoise:
             x = denoised(x, n)
+    if not bool(x.isfinite().all() & log_w.isfinite().any(1).all()):
+        raise ValueError(
+            "the SMC particles or their weights became NaN or infinite: the score returned a "
+            "non-finite value, or the steps are too large for it"
+        )
     return Particles(torch.where(known, y, x), log_w, resampled)
 
-
-SMC_DEFAULT_STEPS = 100
-"""The default number of steps of :func:`inpaint_particles`' grid."""
-
-SMC_DEFAULT_GRID = "log_snr"
-"""The default kind of :func:`inpaint_particles`' grid."""
 
 SMC_OPTIONS = tuple(
     name

@@ -548,3 +548,14 @@ def test_the_documented_example_runs(capsys):
         "replacement: gap +0.50 nats",
         "E[|y| | x = 2] ~ 2.84",
     ]
+
+
+def test_a_score_that_turns_nan_is_reported():
+    def bad_score(x, t):
+        score = ring_score(SDE)(x, t)
+        return torch.where(t[:, None] < 0.5, torch.nan, score)
+
+    with pytest.raises(ValueError, match="^the SMC particles or their weights became NaN"):
+        inpaint(SDE, bad_score, OBSERVED.expand(4, 2), MASK, method="smc", particles=4)
+    with pytest.raises(ValueError, match="^the samples became NaN or infinite at t = "):
+        inpaint(SDE, bad_score, OBSERVED.expand(4, 2), MASK, sampler="em", num_steps=10)
