@@ -9,6 +9,7 @@ from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, 
 from scoresde.datasets import DATASETS, Dataset, load_dataset
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.datasets.toy import TOY_DATASETS, batch_sampler, get_dataset
+from scoresde.inpainting import inpaint, inpaint_particles
 from scoresde.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.losses import ddpm_loss, dsm_loss, get_loss_fn, smld_loss
 from scoresde.nets import MLPScoreNet, UNet, get_model
@@ -51,6 +52,8 @@ __all__ = [
     "gaussian_logp",
     "GaussianMixture",
     "guidance",
+    "inpaint",
+    "inpaint_particles",
     "log_likelihood",
     "bits_per_dim",
     "LikelihoodResult",
