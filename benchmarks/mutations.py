@@ -232,6 +232,20 @@ MUTATIONS = [
         "return w * (cond - cond_score_fn(x, t, None))",
         ("tests/test_guidance.py",),
     ),
+    Mutation(
+        "inpainting replacement draws around y, not alpha y",
+        "scoresde/inpainting.py",
+        "return torch.where(known, alpha * y + sigma * noise.like(x), x)",
+        "return torch.where(known, y + sigma * noise.like(x), x)",
+        ("tests/test_inpainting.py",),
+    ),
+    Mutation(
+        "SMC inpainting keeps the previous potential in the weights",
+        "scoresde/inpainting.py",
+        "log_w = log_w - _log_normal(x, k.alpha[i].to(dtype) * y, k.sigma[i] ** 2, known)",
+        "log_w = log_w - 0 * _log_normal(x, k.alpha[i].to(dtype) * y, k.sigma[i] ** 2, known)",
+        ("tests/test_inpainting.py",),
+    ),
     # -- the oracle, parameterisations, losses, likelihood -----------------------------------------
     Mutation(
         "mixture score divides by the std, not the variance",
