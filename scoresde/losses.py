@@ -31,7 +31,8 @@ averaged.
   ``abar_i`` = ``sde.alphas_cumprod[i]``, ``lambda = 1 - abar_i``; for an epsilon network
   ``F = -sqrt(1 - abar_i) s`` this is DDPM's ``|| F - z ||^2``.
 
-In the discrete losses the network sees step ``i`` as the continuous time ``t_i = i T / (N - 1)``.
+In the discrete losses the network sees step ``i`` as the continuous time ``t_i = i T / (N - 1)``;
+steps where the kernel has no noise (``sigma(t_i) = 0``: VP's step 0, at ``t = 0``) are not drawn.
 All noise (times, steps, ``z``) is drawn from the ``generator`` argument.
 """
 
@@ -218,10 +219,15 @@ def _discrete_loss_fn(sde: SDE, kind: str, reduce: str) -> LossFn:
     else:
         table = _discrete_table(sde, "alphas_cumprod", "ddpm", "the DDPM products abar_i")
     N = table.shape[0]
+    # A step whose time t_i has sigma(t_i) = 0 (VP's t_0 = 0) has no score: every parameterisation
+    # but "score" divides by sigma there. The draws start at the first step with sigma > 0.
+    _, sigma = sde.kernel_coefficients(torch.arange(N, dtype=torch.float64) * (sde.T / (N - 1)))
+    first = int(torch.cumprod(sigma <= 0, 0).sum())
 
     def loss_fn(score_fn: ScoreFn, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         device = x0.device if generator is None else generator.device
-        i = torch.randint(0, N, (x0.shape[0],), generator=generator, device=device).to(x0.device)
+        i = torch.randint(first, N, (x0.shape[0],), generator=generator, device=device)
+        i = i.to(x0.device)
         t = i.to(x0.dtype) * (sde.T / (N - 1))
         value = table.to(x0.device, x0.dtype)[i]
         if kind == "smld":
