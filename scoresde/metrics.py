@@ -11,6 +11,8 @@ plain numbers, so a run can write them to ``metrics.json``. The measures:
   directions of the 1D Wasserstein-2 distance between the projected samples.
 * :func:`support_fraction`: the fraction of samples with finite log-density under a density that is
   zero outside its support (e.g. the fraction inside the squares of ``checkerboard``).
+* :func:`fraction_outside`: the fraction of samples outside the range of the data, a blunt test
+  that samples are where the data are at all (an untrained model's are not).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["mean_and_stderr", "energy_distance", "sliced_wasserstein", "support_fraction"]
+__all__ = [
+    "mean_and_stderr",
+    "energy_distance",
+    "sliced_wasserstein",
+    "support_fraction",
+    "fraction_outside",
+]
 
 
 def _points(name: str, x: Tensor) -> Tensor:
@@ -133,3 +141,35 @@ def support_fraction(log_prob: Tensor) -> float:
     if log_prob.ndim != 1 or log_prob.shape[0] < 1:
         raise ValueError(f"log_prob must have shape (n,) with n >= 1, got {tuple(log_prob.shape)}")
     return float(torch.isfinite(log_prob).to(torch.float64).mean())
+
+
+def fraction_outside(
+    x: Tensor, reference: Tensor, *, coverage: float = 0.999, margin: float = 0.05
+) -> float:
+    """The fraction of the points ``x`` outside the box where ``reference`` lies.
+
+    The box spans, in each coordinate, the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2``
+    quantiles of ``reference``, widened on each side by ``margin`` times its width. Points drawn
+    from the reference's own distribution fall outside with probability at most about
+    ``(1 - coverage) d`` in ``d`` coordinates (less, for the margin): ``0.2 %`` in 2D at the
+    defaults, so a fraction of several percent means the points are not where the data are.
+
+    Arguments:
+        x: ``(n, *D)`` points to test.
+        reference: ``(m, *D)`` points of the data, ``m >= 2``.
+        coverage: the central fraction of each coordinate of ``reference`` the box holds.
+        margin: the widening of the box, as a fraction of its width.
+    """
+    a, b = _points("x", x), _points("reference", reference)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"x and reference must have the same point shape; got {tuple(x.shape)} and "
+            f"{tuple(reference.shape)}"
+        )
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be a number in (0, 1); got {coverage!r}")
+    q = torch.tensor([(1 - coverage) / 2, (1 + coverage) / 2], dtype=torch.float64)
+    low, high = torch.quantile(b, q, dim=0)
+    pad = margin * (high - low)
+    inside = ((a >= low - pad) & (a <= high + pad)).all(dim=1)
+    return float(1 - inside.to(torch.float64).mean())
