@@ -69,6 +69,7 @@ def get_default_configs() -> ConfigDict:
     training.warmup = 200
     training.grad_clip = 1.0
     training.ema_decay = 0.999
+    training.ema_warmup = True  # decay min(ema_decay, (1 + n) / (10 + n)): short runs are usable
     training.loss = "dsm"
     training.weighting = "likelihood"
     training.importance_sampling = True
