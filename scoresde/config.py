@@ -94,6 +94,7 @@ def _tolerance() -> Rule:
 
 FIELDS: dict[str, Rule | Registry] = {
     "seed": integer(0, 2**64 - 1),
+    "threads": integer(0, 1024),
     "data.name": TOY_DATASETS,
     "model.name": MODELS,
     "model.hidden": integer(1),
@@ -227,9 +228,9 @@ def validate_config(config: ConfigDict) -> None:
     for name, value in present.items():
         if name not in FIELDS:
             group = name.rpartition(".")[0]
-            raise ConfigError(
-                name, f"config.{name} is not a field; the fields here are {known_fields(group)}"
-            )
+            where = f"config.{group}" if group else "the config"
+            known = f"the fields of {where} are {known_fields(group)}"
+            raise ConfigError(name, f"config.{name} is not a field; {known}")
         rule = field_rule(name)
         if not rule.accepts(value):
             raise ConfigError.refusing(name, rule.allowed, value)

@@ -61,7 +61,7 @@ def point_grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     shared_limits: bool = True,
-    bins: int = 120,
+    bins: int | None = None,
     title: str = "",
 ) -> Figure:
     """A grid of 2D histograms, ``points[i][j]`` in row ``i`` and column ``j``, one colour bar.
@@ -72,7 +72,8 @@ def point_grid(
         col_labels: a label per column, drawn as the top row's titles.
         shared_limits: one axis range for each column (from its first panel, which is usually
             the data) rather than one per panel.
-        bins: histogram bins per axis.
+        bins: histogram bins per axis; by default ``1.2 sqrt(n)`` within ``[30, 120]`` for the
+            largest panel's ``n`` points, so that a cell of the data's mass holds several points.
         title: the figure's title.
     """
     rows = [
@@ -83,6 +84,9 @@ def point_grid(
         raise ValueError(
             "points must be a non-empty grid with the same number of panels in every row"
         )
+    if bins is None:
+        largest = max(len(p) for row in rows for p in row)
+        bins = int(np.clip(1.2 * np.sqrt(largest), 30, 120))
     n_rows, n_cols = len(rows), len(rows[0])
     limits = [
         [_limit(rows[0][j]) if shared_limits else _limit(rows[i][j]) for j in range(n_cols)]

@@ -160,7 +160,7 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[tuple[str, str]]) ->
 
 def _groups() -> str:
     groups = sorted({name.split(".")[0] for name in FIELDS if "." in name})
-    return "the groups are " + ", ".join(groups) + " (and the field seed)"
+    return f"the groups are {', '.join(groups)}, the top-level fields {known_fields('')}"
 
 
 def resolve_config(args: argparse.Namespace, overrides: Sequence[tuple[str, str]]) -> ConfigDict:
@@ -270,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(err, 2)
     except RunError as err:
         return _error(err, 1)
+    except KeyboardInterrupt:
+        return _error("interrupted before any work; nothing was written", 130)
     default = f"runs/{config.data.name}-{config.sde.name}-{config.sampling.sampler}"
     workdir = Path(args.workdir or default)
     try:
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{err}; run the same command to resume", 130)
     except KeyboardInterrupt:
         where = workdir / CHECKPOINTS
-        return _error(f"interrupted; the trained model is kept in {where}", 130)
+        return _error(f"interrupted; the trained model stays in {where}", 130)
     print(summary(result, workdir))
     return 0
 

@@ -207,6 +207,18 @@ class RunDirectory:
         self.update_metrics({}, drop=_SECTIONS_OF_THE_MODEL)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` within the block (0: leave torch's choice)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _probe_writable(directory: Path, workdir: Path) -> None:
     """Create and remove a temporary directory in ``directory``: the honest test of writing."""
     try:
@@ -278,7 +290,7 @@ def run(
     rundir.check_usable()
     if not trains and not rundir.has_checkpoints():
         raise RunError(f"no trained model in {rundir / CHECKPOINTS}; run with --mode train first")
-    with rundir.locked():
+    with rundir.locked(), torch_threads(parts.config.threads):
         checkpoint = None if overwrite else rundir.latest_checkpoint()
         if checkpoint is not None:
             found = differences(checkpoint.config, trained_fields(parts.config))
