@@ -21,8 +21,8 @@ are held-out NLL - entropy in nats, VP SDE, seed 0, unless said otherwise):
   ``score = -F / sigma`` the velocity of that ODE stays bounded and the tails stay finite.
 * ``model.hidden = 64``, ``training.n_iters = 10000`` (3 residual blocks, 46k parameters, batches
   of 512): on 8gaussians 0.027 +- 0.005 (sub-VP 0.026, VE 0.010), checkerboard 0.111 with 95.5%
-  of samples inside the squares. An update costs 0.6-0.85 of a bare-loop step (1 or 2 threads)
-  against 1.2-1.6 at width 128, where 6000 updates gave 0.066 and 12000 (the former default)
+  of samples inside the squares. An update costs 0.61-0.86 of a bare-loop step (1 or 2 threads)
+  against 1.55-1.94 at width 128, where 6000 updates gave 0.066 and 12000 (the former default)
   0.038; width 96 with 8000 updates 0.034, width 48 with 12000 0.022, 2 blocks of 64 with 12000
   0.040 (one runaway held-out point).
 * ``training.ema_warmup = True``: the average forgets its random start within a few hundred
@@ -38,10 +38,10 @@ are held-out NLL - entropy in nats, VP SDE, seed 0, unless said otherwise):
   cannot stop at that ``eps`` (to use them, also set ``sampling.eps`` and ``sampling.num_steps`` to
   None). A Langevin corrector made 2D samples worse at every ``snr`` tried (checkerboard energy
   distance 0.0005 without it, 0.003 at ``snr = 0.05``, 0.007 at 0.16).
-* ``threads = 1``: the 2D networks' matrices are too small for a second thread to pay much (an
-  update costs 0.62 of a bare-loop step with one thread, 0.85 of the bare loop's own two-thread
-  step with two), and when another process holds a core, two threads wait on each other: the
-  main job took 25 bare loops with torch's default of 2 on a machine shared with two other jobs.
+* ``threads = 1``: the 2D networks' matrices are too small for a second thread to pay much (the
+  main job takes 7.4 bare loops with one, 5.8 with two on an idle machine), and when another
+  process holds a core, two threads wait on each other: the main job took 25 bare loops with
+  torch's default of 2 on a machine shared with two other jobs, 4.0 with one thread.
 * ``sampling.num_steps = 200``: on one checkerboard model 95.3% of the samples land inside the
   squares at 100 steps, 95.5% at 200, 95.7% at 400 and 96.0% at 1000, which costs 7 times 200;
   8gaussians' samples are within 0.03 nats of the entropy at 200 steps.

@@ -12,7 +12,7 @@ Everything here is the public API: an SDE object, a network, a loss, the trainin
 Measured on 8gaussians with the VP SDE (samples' cross-entropy minus the entropy, nats): at a batch
 of 256, 2500 updates give 1.19 and 6000 give 0.46; at 1024, 2500 updates give 0.07. The gradient
 noise of the denoising loss, not the number of updates, is what a short run must beat.
-``python -m scoresde.run`` trains one model for longer (12k updates of 512) and measures it.
+``python -m scoresde.run`` trains one model (10k updates of 512) and measures it.
 """
 
 from __future__ import annotations
