@@ -47,6 +47,8 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from scoresde.validation import integer, optional
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
@@ -145,11 +147,8 @@ def save_checkpoint(
         CheckpointError: a checkpoint for this step already exists (it is never overwritten).
         ValueError: ``keep`` or ``checkpoint.step`` is invalid, or the JSON part is not JSON-able.
     """
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-        raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}")
-    step = checkpoint.step
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"checkpoint.step must be an integer >= 0, got {step!r}")
+    optional(integer(1)).check("keep", keep)
+    step = integer(0).check("checkpoint.step", checkpoint.step)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:08d}"
@@ -300,7 +299,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(path, f"not valid JSON ({err})") from err
     if not isinstance(state, dict):
-        raise CheckpointError(path, f"expected a JSON object, got {type(state).__name__}")
+        raise CheckpointError(path, f"must hold a JSON object; got {type(state).__name__}")
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             path, f"format {state.get('format')!r} is not the supported format {FORMAT_VERSION}"

@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from scoresde.validation import check_int, check_number
+
 __all__ = [
     "mean_and_stderr",
     "energy_distance",
@@ -33,7 +35,7 @@ __all__ = [
 
 def _points(name: str, x: Tensor) -> Tensor:
     if x.ndim < 2 or x.shape[0] < 2:
-        raise ValueError(f"{name} must have shape (n, *D) with n >= 2, got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape (n, *D) with n >= 2; got {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
@@ -50,7 +52,7 @@ def mean_and_stderr(values: Tensor) -> tuple[float, float]:
         ``(mean, stderr)`` as floats.
     """
     if values.ndim != 1 or values.shape[0] < 2:
-        raise ValueError(f"values must have shape (n,) with n >= 2, got {tuple(values.shape)}")
+        raise ValueError(f"values must have shape (n,) with n >= 2; got {tuple(values.shape)}")
     v = values.to(torch.float64)
     return float(v.mean()), float(v.std() / math.sqrt(v.shape[0]))
 
@@ -88,7 +90,7 @@ def energy_distance(x: Tensor, y: Tensor, *, chunk: int = 1024) -> float:
     a, b = _points("x", x), _points("y", y)
     if a.shape[1] != b.shape[1]:
         raise ValueError(
-            f"x and y must have the same point shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            f"x and y must have the same point shape; got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     xy = _mean_pairwise_distance(a, b, exclude_diagonal=False, chunk=chunk)
     xx = _mean_pairwise_distance(a, a, exclude_diagonal=True, chunk=chunk)
@@ -120,10 +122,9 @@ def sliced_wasserstein(
     a, b = _points("x", x), _points("y", y)
     if a.shape != b.shape:
         raise ValueError(
-            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            f"x and y must have the same shape; got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    if n_projections < 1:
-        raise ValueError(f"n_projections must be >= 1, got {n_projections!r}")
+    check_int("n_projections", n_projections, 1)
     theta = torch.randn(a.shape[1], n_projections, generator=generator, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
     u = (a @ theta).sort(dim=0).values
@@ -139,7 +140,7 @@ def support_fraction(log_prob: Tensor) -> float:
             -inf``) outside its support.
     """
     if log_prob.ndim != 1 or log_prob.shape[0] < 1:
-        raise ValueError(f"log_prob must have shape (n,) with n >= 1, got {tuple(log_prob.shape)}")
+        raise ValueError(f"log_prob must have shape (n,) with n >= 1; got {tuple(log_prob.shape)}")
     return float(torch.isfinite(log_prob).to(torch.float64).mean())
 
 
@@ -166,8 +167,7 @@ def fraction_outside(
             f"x and reference must have the same point shape; got {tuple(x.shape)} and "
             f"{tuple(reference.shape)}"
         )
-    if not 0 < coverage < 1:
-        raise ValueError(f"coverage must be a number in (0, 1); got {coverage!r}")
+    check_number("coverage", coverage, 0, 1, low_open=True, high_open=True)
     q = torch.tensor([(1 - coverage) / 2, (1 + coverage) / 2], dtype=torch.float64)
     low, high = torch.quantile(b, q, dim=0)
     pad = margin * (high - low)

@@ -264,7 +264,7 @@ def test_latest_is_by_step_number_not_by_name(tmp_path):
 
 
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(ValueError, match="keep must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="keep must be None or an integer >= 1; got 0"):
         save_checkpoint(tmp_path, make_checkpoint(1), keep=0)
     bad = make_checkpoint(2)
     bad.config = {"x": {1, 2}}
