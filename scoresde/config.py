@@ -210,8 +210,8 @@ def iter_fields(config: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any
 
 
 def known_fields(group: str) -> str:
-    """The fields of ``group`` (``""`` for the top level), comma-separated, for messages."""
-    return ", ".join(f for f in FIELDS if f.rpartition(".")[0] == group)
+    """The names of the fields of ``group`` (``""`` for the top level), comma-separated."""
+    return ", ".join(f.rpartition(".")[2] for f in FIELDS if f.rpartition(".")[0] == group)
 
 
 def validate_config(config: ConfigDict) -> None:
