@@ -24,7 +24,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,6 +66,16 @@ __all__ = [
 #: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
 #: the seed itself), each an independent generator (:meth:`Parts.generator`).
 STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4}
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A generator for the random stream ``stream`` (a key of :data:`STREAMS`) of a run.
+
+    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
+    one run, and the same stream of runs with nearby seeds, are independent.
+    """
+    words = np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,16 +239,6 @@ def build(config: ConfigDict) -> Parts:
     return parts
 
 
-def stream_generator(seed: int, stream: str) -> torch.Generator:
-    """A generator for the random stream ``stream`` (a key of :data:`STREAMS`) of a run.
-
-    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
-    one run, and the same stream of runs with nearby seeds, are independent.
-    """
-    words = np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
-
-
 # -- memory ------------------------------------------------------------------------------------
 
 
@@ -361,7 +360,7 @@ class Trained:
     Attributes:
         model, ema_model: the trained network and its EMA copy (sample with the EMA).
         losses: the loss of every update, resumed ones included.
-        section: the ``training`` section of ``metrics.json``.
+        section: the ``training`` section of ``metrics.json`` (empty for a loaded model).
     """
 
     model: nn.Module
@@ -378,7 +377,7 @@ def train_settings(config: ConfigDict) -> dict[str, Any]:
 
 
 def train(
-    parts: Parts, workdir: str | os.PathLike[str] | None = None, *, progress=False
+    parts: Parts, workdir: str | os.PathLike[str] | None = None, *, progress: bool = False
 ) -> Trained:
     """Train ``parts.model`` (resuming from ``workdir``'s newest checkpoint, if any).
 
@@ -425,8 +424,7 @@ def load_trained(parts: Parts, checkpoint: Checkpoint) -> Trained:
     model.load_state_dict(checkpoint.model)
     ema_model.load_state_dict(checkpoint.ema)
     ema_model.eval().requires_grad_(False)
-    section = {"steps": checkpoint.step}
-    return Trained(model, ema_model, list(checkpoint.losses), section)
+    return Trained(model, ema_model, list(checkpoint.losses), section={})
 
 
 @dataclasses.dataclass
@@ -662,26 +660,3 @@ def draw(
             title=f"log-density: {what}",
         )
     return figures
-
-
-def loaded_samples(path: Path, dim: int) -> Tensor:
-    """Samples saved by a run (``samples.npy``), checked: a float array ``(n >= 2, dim)``, finite.
-
-    Read with ``allow_pickle=False``: a pickled array is refused, not run.
-
-    Raises:
-        ValueError: the file is not such an array (the message says what it is).
-    """
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable .npy array ({err})") from err
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-        raise ValueError(f"{path} must hold floating-point samples; it holds {kind}")
-    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] != dim:
-        raise ValueError(f"{path} must hold samples of shape (n >= 2, {dim}); got {array.shape}")
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
-        raise ValueError(f"{path} holds {bad} non-finite samples")
-    return torch.from_numpy(array.astype(np.float32))

@@ -175,7 +175,7 @@ class RunDirectory:
         self.write(SAMPLES_FILE, buffer.getvalue())
 
     def load_samples(self, dim: int) -> torch.Tensor | None:
-        """``samples.npy`` checked (:func:`scoresde.pipeline.loaded_samples`), or ``None``.
+        """``samples.npy`` checked (:func:`read_samples`), or ``None`` when there is none.
 
         Raises:
             RunError: the file is not an array of finite ``dim``-dimensional points.
@@ -184,7 +184,7 @@ class RunDirectory:
         if not path.is_file():
             return None
         try:
-            return pipeline.loaded_samples(path, dim)
+            return read_samples(path, dim)
         except ValueError as err:
             raise RunError(f"{err}; run --mode sample to draw new samples") from None
 
@@ -205,6 +205,29 @@ class RunDirectory:
         for name in _OF_THE_MODEL:
             (self / name).unlink(missing_ok=True)
         self.update_metrics({}, drop=_SECTIONS_OF_THE_MODEL)
+
+
+def read_samples(path: Path, dim: int) -> torch.Tensor:
+    """Samples saved by a run (``samples.npy``), checked: a float array ``(n >= 2, dim)``, finite.
+
+    Read with ``allow_pickle=False``: a pickled array is refused, not run.
+
+    Raises:
+        ValueError: the file is not such an array (the message says what it is).
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"{path} must hold floating-point samples; it holds {kind}")
+    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] != dim:
+        raise ValueError(f"{path} must hold samples of shape (n >= 2, {dim}); got {array.shape}")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise ValueError(f"{path} holds {bad} non-finite samples")
+    return torch.from_numpy(array.astype(np.float32))
 
 
 @contextlib.contextmanager

@@ -271,6 +271,17 @@ def test_a_corrupt_checkpoint_is_reported_and_never_overwritten(tmp_path, capsys
         assert snapshot(tmp_path) == before
 
 
+def test_eval_refuses_non_finite_samples_before_any_work(tmp_path, capsys):
+    assert _main(capsys, "--mode", "train", "--workdir", str(tmp_path))[0] == 0
+    samples = np.zeros((12, 2), dtype=np.float32)
+    samples[3, 1] = np.nan
+    np.save(tmp_path / "samples.npy", samples)
+    before = snapshot(tmp_path)
+    status, _, err = _main(capsys, "--mode", "eval", "--workdir", str(tmp_path))
+    assert status == 1 and "holds 1 non-finite samples; run --mode sample" in err
+    assert snapshot(tmp_path) == before
+
+
 def test_a_users_own_temporary_directory_in_checkpoints_is_kept(tmp_path, capsys):
     mine = tmp_path / "checkpoints" / ".tmp-mine"
     mine.mkdir(parents=True)
