@@ -31,6 +31,8 @@ from torch import Tensor
 import scoresde
 from scoresde.metrics import energy_distance
 from scoresde.plotting import point_grid
+from scoresde.rundir import check_output_file
+from scoresde.validation import check_int
 
 
 class LinearNoiseSDE(scoresde.SDE):
@@ -85,6 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="custom_sde.png", help="where to save the figure")
     args = parser.parse_args(argv)
+    try:
+        check_int("--n-iters", args.n_iters, 1)
+        check_int("--batch-size", args.batch_size, 1)
+        check_int("--hidden", args.hidden, 1)
+        check_int("--n-samples", args.n_samples, 2)
+        check_int("--num-steps", args.num_steps, 2)
+        check_int("--n-eval", args.n_eval, 1)
+        check_output_file("--out", args.out)
+    except ValueError as err:
+        parser.error(str(err))
     torch.manual_seed(args.seed)
 
     sde = LinearNoiseSDE(sigma_max=10.0, N=args.num_steps)

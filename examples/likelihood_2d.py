@@ -20,6 +20,8 @@ import torch
 import scoresde
 from scoresde.metrics import mean_and_stderr
 from scoresde.plotting import plot_density
+from scoresde.rundir import check_output_file
+from scoresde.validation import check_int
 
 EXACT = tuple(
     name for name in scoresde.TOY_DATASETS if scoresde.get_dataset(name).has_exact_log_prob
@@ -37,6 +39,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="likelihood_2d.png", help="where to save the figure")
     args = parser.parse_args(argv)
+    try:
+        check_int("--n-iters", args.n_iters, 1)
+        check_int("--batch-size", args.batch_size, 1)
+        check_int("--hidden", args.hidden, 1)
+        check_int("--n-eval", args.n_eval, 2)
+        check_int("--grid", args.grid, 2)
+        check_output_file("--out", args.out)
+    except ValueError as err:
+        parser.error(str(err))
     torch.manual_seed(args.seed)
 
     sde = scoresde.VPSDE()

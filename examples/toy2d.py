@@ -12,7 +12,7 @@ Everything here is the public API: an SDE object, a network, a loss, the trainin
 Measured on 8gaussians with the VP SDE (samples' cross-entropy minus the entropy, nats): at a batch
 of 256, 2500 updates give 1.19 and 6000 give 0.46; at 1024, 2500 updates give 0.07. The gradient
 noise of the denoising loss, not the number of updates, is what a short run must beat.
-``python -m scoresde.run`` trains one model for longer (12k updates of 512) and measures it.
+``python -m scoresde.run`` trains one model (10k updates of 512) and measures it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import torch
 
 import scoresde
 from scoresde.plotting import point_grid
+from scoresde.rundir import check_output_file
+from scoresde.validation import check_int
 
 
 def make_sdes() -> dict[str, tuple[scoresde.SDE, float]]:
@@ -87,6 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="toy2d.png", help="where to save the figure")
     args = parser.parse_args(argv)
+    try:
+        check_int("--n-iters", args.n_iters, 1)
+        check_int("--batch-size", args.batch_size, 1)
+        check_int("--hidden", args.hidden, 1)
+        check_int("--n-samples", args.n_samples, 2)
+        check_int("--num-steps", args.num_steps, 2)
+        check_output_file("--out", args.out)
+    except ValueError as err:
+        parser.error(str(err))
     torch.manual_seed(args.seed)
 
     generator = torch.Generator().manual_seed(args.seed)

@@ -8,8 +8,8 @@ A checkpoint directory holds every training checkpoint of a run as one sub-direc
             ema.safetensors     EMA model state dict (the weights to sample with)
             optimizer.pt        optimizer state dict, read with torch.load(weights_only=True)
             rng.safetensors     random-number-generator states as uint8 tensors
-            state.json          step, config, loss history, evaluations, loop state, and the
-                                size and SHA-256 of each file above
+            state.json          step, config, loss history, evaluations, loop state, the size
+                                and SHA-256 of each file above, and the SHA-256 of all that
         step_00002000/
             ...
 
@@ -18,11 +18,13 @@ the optimizer state (nested dicts of tensors and numbers) is written with ``torc
 back with ``torch.load(weights_only=True)``, whose restricted unpickler builds only tensors and
 plain containers and refuses anything else.
 
-A checkpoint is written into a temporary directory ``.tmp-*`` beside its final place, each file is
-fsynced, and the directory is then renamed into place with :func:`os.replace`, an atomic operation:
-a crash mid-write leaves a stray temporary directory (removed by the next save), never a partial
-``step_*`` directory. A ``step_*`` directory damaged later (truncated, edited, half copied) is
-detected by :func:`load_checkpoint` through the sizes and SHA-256 digests in ``state.json``.
+A checkpoint is written into a temporary directory ``.tmp-step_<step>-<12 hex digits>`` beside its
+final place, each file is fsynced, and the directory is then renamed into place with
+:func:`os.replace`, an atomic operation: a crash mid-write leaves a stray temporary directory
+(removed by the next save; other ``.tmp-*`` names are left alone), never a partial ``step_*``
+directory. A ``step_*`` directory damaged later (truncated, edited, half copied) is detected by
+:func:`load_checkpoint` through the sizes and SHA-256 digests in ``state.json``, and an edit of
+``state.json`` itself (the loss history, the config) through the digest of its own content.
 
 Saving never overwrites: a checkpoint for a step that already exists is refused. One process writes
 to a checkpoint directory at a time.
@@ -45,6 +47,8 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from scoresde.validation import integer, optional
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
@@ -54,10 +58,11 @@ __all__ = [
     "list_checkpoints",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STEP_DIR = re.compile(r"step_(\d+)")
-_TMP_PREFIX = ".tmp-"
+_TMP_DIR = re.compile(r"\.tmp-step_\d+-[0-9a-f]{12}")
 _STATE_FILE = "state.json"
+_TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "rng.safetensors")
 
 
 class CheckpointError(Exception):
@@ -142,11 +147,8 @@ def save_checkpoint(
         CheckpointError: a checkpoint for this step already exists (it is never overwritten).
         ValueError: ``keep`` or ``checkpoint.step`` is invalid, or the JSON part is not JSON-able.
     """
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-        raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}")
-    step = checkpoint.step
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"checkpoint.step must be an integer >= 0, got {step!r}")
+    optional(integer(1)).check("keep", keep)
+    step = integer(0).check("checkpoint.step", checkpoint.step)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:08d}"
@@ -173,6 +175,7 @@ def save_checkpoint(
         },
     }
     try:
+        state["sha256"] = _state_digest(state)
         state_bytes = json.dumps(state, indent=1, allow_nan=False).encode()
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint config/losses/evals/loop must be JSON-able: {err}") from err
@@ -261,7 +264,7 @@ def _fsync_directory(path: Path) -> None:
 
 def _make_temporary(directory: Path, name: str) -> Path:
     """A new, uniquely named temporary directory in ``directory`` (permissions from the umask)."""
-    tmp = directory / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:12]}"
+    tmp = directory / f".tmp-{name}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     return tmp
 
@@ -274,10 +277,18 @@ def _remove_atomically(path: Path) -> None:
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
-    """Remove what crashed writes and deletions left behind (single writer assumed)."""
+    """Remove what crashed writes and deletions left behind (single writer assumed); only names
+    that :func:`_make_temporary` makes, so a user's own ``.tmp-*`` directory stays."""
     for p in directory.iterdir():
-        if p.name.startswith(_TMP_PREFIX) and p.is_dir():
+        if _TMP_DIR.fullmatch(p.name) and p.is_dir():
             shutil.rmtree(p)
+
+
+def _state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 of ``state`` without its ``sha256`` entry, in a canonical JSON form."""
+    content = {k: v for k, v in state.items() if k != "sha256"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -288,19 +299,43 @@ def _read_state(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(path, f"not valid JSON ({err})") from err
     if not isinstance(state, dict):
-        raise CheckpointError(path, f"expected a JSON object, got {type(state).__name__}")
+        raise CheckpointError(path, f"must hold a JSON object; got {type(state).__name__}")
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             path, f"format {state.get('format')!r} is not the supported format {FORMAT_VERSION}"
         )
-    required = {"step", "config", "losses", "evals", "loop", "files"}
-    missing = sorted(required - state.keys())
+    missing = sorted(
+        {"step", "config", "losses", "evals", "loop", "files", "sha256"} - state.keys()
+    )
     if missing:
         raise CheckpointError(path, f"missing entries {missing}")
-    expected_files = {"model.safetensors", "ema.safetensors", "optimizer.pt", "rng.safetensors"}
+    try:
+        digest = _state_digest(state)
+    except ValueError as err:  # NaN or inf written by hand
+        raise CheckpointError(path, f"not strict JSON ({err})") from err
+    if state["sha256"] != digest:
+        raise CheckpointError(
+            path, "its SHA-256 differs from the one written: the file was edited (corrupt)"
+        )
+    expected = {
+        "step": (int, "an integer"),
+        "config": ((dict, type(None)), "an object or null"),
+        "losses": (list, "a list"),
+        "evals": (list, "a list"),
+        "loop": (dict, "an object"),
+        "files": (dict, "an object"),
+    }
+    for name, (kind, words) in expected.items():
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(path, f"'{name}' must be {words}; got {value!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in state["losses"]):
+        raise CheckpointError(path, "'losses' must be a list of numbers")
+    if not all(isinstance(e, dict) for e in state["evals"]):
+        raise CheckpointError(path, "'evals' must be a list of objects")
     files = state["files"]
-    if not isinstance(files, dict) or set(files) != expected_files:
-        raise CheckpointError(path, f"'files' must list exactly {sorted(expected_files)}")
+    if set(files) != set(_TENSOR_FILES):
+        raise CheckpointError(path, f"'files' must list exactly {sorted(_TENSOR_FILES)}")
     for name, entry in files.items():
         if not (
             isinstance(entry, dict)
@@ -308,8 +343,6 @@ def _read_state(path: Path) -> dict[str, Any]:
             and isinstance(entry.get("sha256"), str)
         ):
             raise CheckpointError(path, f"'files' entry for {name} lacks its size or SHA-256")
-    if isinstance(state["step"], bool) or not isinstance(state["step"], int):
-        raise CheckpointError(path, f"step must be an integer, got {state['step']!r}")
     return state
 
 

@@ -1,42 +1,48 @@
-"""Run configurations: load ml-collections config files, validate them, build a run's parts.
+"""Run configurations: load ml-collections config files and check every field.
 
 A config is an :class:`ml_collections.ConfigDict` with a top-level ``seed`` and the groups ``data``,
 ``model``, ``sde``, ``training``, ``sampling`` and ``eval`` (``configs/default_toy.py`` sets every
-field). :data:`FIELDS` lists every field with the values it accepts; :func:`validate_config` checks
-a whole config against it and tries its settings together, so that a bad value is rejected before
-any work starts, with a one-line :class:`ConfigError` naming the field, the value and what is
-allowed.
+field). :data:`FIELDS` lists every field with the values it accepts, as
+:class:`scoresde.validation.Rule` objects, so a refusal reads like every other one in the library::
 
-The ``build_*`` functions turn a validated config into the objects of a run (the SDE, the dataset,
-the network, its score function and the training loss); :func:`sampler_options` and
-:func:`likelihood_options` are the config's arguments to :func:`scoresde.sample` and
-:func:`scoresde.log_likelihood`. A new config field goes into ``configs/default_toy.py`` and
-:data:`FIELDS`.
+    config.training.lr must be a number in (0, 1]; got 1e+308
+
+:func:`validate_config` checks a whole config field by field. Whether the settings work *together*
+(a predictor the SDE lacks, a loss that needs a discrete chain, sizes that do not fit in memory) is
+checked by :func:`scoresde.pipeline.build`, which builds the run's parts from the config and tries
+them, so that every refusal comes before any work.
+
+A config file is Python: loading it runs its code. Load only files you trust.
+
+The upper bounds below are not tuning advice: they keep every float32 quantity of a run finite with
+a wide margin (``sigma_max^2``, ``B(t) = int beta``, Adam's step ``lr``) and torchdiffeq's step-size
+control above its underflow (``rtol``, ``atol``). A new config field goes into
+``configs/default_toy.py`` and :data:`FIELDS`; a new SDE into :data:`SDES` (its constructor's
+keyword arguments are read from the ``sde`` group by name).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
+import inspect
+import json
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from ml_collections import ConfigDict
 
-from scoresde.datasets.toy import TOY_DATASETS, ToyDensity, get_dataset
-from scoresde.likelihood import TRACES, log_likelihood
-from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS, get_loss_fn
-from scoresde.nets import MODELS, get_model
+from scoresde.datasets.toy import TOY_DATASETS
+from scoresde.likelihood import TRACES
+from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS
 from scoresde.nets.mlp import EMBEDDINGS
 from scoresde.odeint import ODE_METHODS
-from scoresde.sampling import CORRECTORS, PREDICTORS, SAMPLERS, sample
-from scoresde.score import PARAMETERIZATIONS, get_score_fn
-from scoresde.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
+from scoresde.registry import Registry
+from scoresde.sampling import GRIDS, SAMPLERS
+from scoresde.score import PARAMETERIZATIONS
+from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+from scoresde.validation import Rule, boolean, choice, integer, number, optional, positive, refusal
 
 __all__ = [
     "ConfigError",
@@ -45,26 +51,19 @@ __all__ = [
     "REPOSITORY_CONFIGS",
     "load_config_file",
     "validate_config",
-    "sampler_options",
-    "likelihood_options",
     "iter_fields",
-    "build_sde",
-    "build_dataset",
-    "build_model",
-    "build_score_fn",
-    "build_loss",
-    "stream_generator",
+    "field_rule",
+    "sde_options",
+    "sampler_option_types",
+    "check_sampling_overrides",
+    "trained_fields",
 ]
 
 #: The ``configs/`` directory of a source checkout (where ``pip install -e .`` leaves it).
 REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-SDES: dict[str, Callable[[ConfigDict], SDE]] = {
-    "vp": lambda c: VPSDE(beta_min=c.beta_min, beta_max=c.beta_max, N=c.N, schedule=c.schedule),
-    "subvp": lambda c: SubVPSDE(beta_min=c.beta_min, beta_max=c.beta_max, N=c.N),
-    "ve": lambda c: VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max, N=c.N),
-}
-"""SDE name -> constructor from the config's ``sde`` group."""
+SDES: Registry[type[SDE]] = Registry("sde", {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE})
+"""SDE name -> constructor; :func:`sde_options` gives it the ``sde`` fields it takes by name."""
 
 
 class ConfigError(ValueError):
@@ -78,129 +77,136 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str | None, message: str):
         self.field = field
-        where = "config file" if field is None else f"config.{field}"
-        super().__init__(f"{where}: {message}")
+        super().__init__(message)
+
+    @classmethod
+    def refusing(cls, field: str, allowed: str, value: Any) -> ConfigError:
+        """``config.FIELD must be ALLOWED; got VALUE``, the library's one message form."""
+        return cls(field, refusal(f"config.{field}", allowed, value))
+
+    @classmethod
+    def in_group(cls, group: str, reason: str) -> ConfigError:
+        """``config.GROUP: REASON``, for settings of a group that do not fit together."""
+        return cls(group, f"config.{group}: {reason}")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What one config field accepts: ``accepts(value)`` and the same in words."""
-
-    accepts: Callable[[Any], bool]
-    allowed: str
+def _tolerance() -> Rule:
+    return number(1e-8, 1.0)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _integer(minimum: int) -> Rule:
-    return Rule(lambda v: _is_int(v) and v >= minimum, f"an integer >= {minimum}")
-
-
-def _even_integer(minimum: int) -> Rule:
-    return Rule(
-        lambda v: _is_int(v) and v >= minimum and v % 2 == 0, f"an even integer >= {minimum}"
-    )
-
-
-def _positive() -> Rule:
-    return Rule(lambda v: _is_number(v) and v > 0, "a finite number > 0")
-
-
-def _unit_interval() -> Rule:
-    return Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-
-
-def _boolean() -> Rule:
-    return Rule(lambda v: isinstance(v, bool), "true or false")
-
-
-def _choice(names: Iterator[str] | tuple[str, ...] | list[str]) -> Rule:
-    names = tuple(names)
-    return Rule(lambda v: v in names, "one of " + ", ".join(map(repr, names)))
-
-
-def _optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.accepts(v), f"None or {rule.allowed}")
-
-
-FIELDS: dict[str, Rule] = {
-    "seed": _integer(0),
-    "data.name": _choice(TOY_DATASETS),
-    "model.name": _choice(MODELS),
-    "model.hidden": _integer(1),
-    "model.depth": _integer(1),
-    "model.embedding": _choice(EMBEDDINGS),
-    "model.embed_dim": _even_integer(2),
-    "model.fourier_scale": _positive(),
-    "model.time_scale": _optional(_positive()),
-    "model.parameterization": _choice(PARAMETERIZATIONS),
-    "model.input_scaling": _boolean(),
-    "model.data_std": _optional(_positive()),
-    "sde.name": _choice(SDES),
-    "sde.beta_min": _positive(),
-    "sde.beta_max": _positive(),
-    "sde.sigma_min": _positive(),
-    "sde.sigma_max": _positive(),
-    "sde.N": _integer(2),
-    "sde.schedule": _choice(("linear", "cosine")),
-    "training.batch_size": _integer(1),
-    "training.n_iters": _integer(1),
-    "training.lr": _positive(),
-    "training.warmup": _integer(0),
-    "training.grad_clip": _optional(_positive()),
-    "training.ema_decay": _unit_interval(),
-    "training.loss": _choice(LOSSES),
-    "training.weighting": _choice(WEIGHTINGS),
-    "training.importance_sampling": _boolean(),
-    "training.reduce": _choice(REDUCTIONS),
-    "training.eps": _positive(),
-    "training.checkpoint_every": _integer(1),
-    "training.eval_every": _integer(0),
-    "sampling.sampler": _choice(SAMPLERS),
-    "sampling.predictor": _choice(PREDICTORS),
-    "sampling.corrector": _choice(CORRECTORS),
-    "sampling.snr": _positive(),
-    "sampling.n_steps": _integer(0),
-    "sampling.num_steps": _optional(_integer(1)),
-    "sampling.eps": _optional(_positive()),
-    "sampling.denoise": _boolean(),
-    "sampling.method": _choice(ODE_METHODS),
-    "sampling.rtol": _positive(),
-    "sampling.atol": _positive(),
-    "sampling.n_samples": _integer(2),
-    "eval.n_eval": _integer(2),
-    "eval.eps": _positive(),
-    "eval.method": _choice(ODE_METHODS),
-    "eval.rtol": _positive(),
-    "eval.atol": _positive(),
-    "eval.trace": _choice(TRACES),
-    "eval.n_probes": _integer(1),
-    "eval.density_grid": _integer(2),
-    "eval.n_process_times": _integer(2),
+#: What a sampler option of each type accepts in the config, before the sampler checks its value.
+_OPTION_RULES = {
+    bool: boolean(),
+    int: integer(),
+    float: number(),
+    str: Rule(lambda v: isinstance(v, str), "a string"),
 }
-"""Every config field (dotted name) and the values it accepts."""
+
+
+def sampler_option_types() -> dict[str, type]:
+    """Every option of every registered sampler, and its type (that of its default).
+
+    Each is a field of the ``sampling`` group, ``None`` by default: the sampler's own default.
+    The sampler itself checks the value (:func:`scoresde.pipeline.build` tries it), so a new
+    sampler's options reach the config and the command line with no change here.
+    """
+    types: dict[str, type] = {}
+    for spec in SAMPLERS.values():
+        for name, default in spec.options.items():
+            types.setdefault(name, type(default))
+    return types
+
+
+def _sampler_option_rule(name: str, kind: type) -> Rule:
+    """The rule of the ``sampling`` field of a sampler option: ``None`` or a value of its type, or
+    of the names a sampler lists for it (:attr:`~scoresde.sampling.SamplerSpec.choices`)."""
+    names = [n for spec in SAMPLERS.values() for n in spec.choices.get(name, ())]
+    return optional(choice(dict.fromkeys(names)) if names else _OPTION_RULES[kind])
+
+
+FIELDS: dict[str, Rule | Registry] = {
+    "seed": integer(0, 2**64 - 1),
+    "threads": integer(0, 1024),
+    "data.name": TOY_DATASETS,
+    "model.name": choice(("mlp",)),  # the model group holds the MLP's arguments
+    "model.hidden": integer(1),
+    "model.depth": integer(1),
+    "model.embedding": choice(EMBEDDINGS),
+    "model.embed_dim": integer(2, even=True),
+    "model.fourier_scale": positive(),
+    "model.time_scale": optional(positive()),
+    "model.parameterization": choice(PARAMETERIZATIONS),
+    "model.input_scaling": boolean(),
+    "model.data_std": optional(positive()),
+    "sde.name": SDES,
+    "sde.beta_min": number(0, 1000, low_open=True),
+    "sde.beta_max": number(0, 1000, low_open=True),
+    "sde.sigma_min": number(1e-6, 1e4),
+    "sde.sigma_max": number(1e-6, 1e4),
+    "sde.N": integer(2, 100_000),
+    "sde.schedule": choice(("linear", "cosine")),
+    "training.batch_size": integer(1),
+    "training.n_iters": integer(1),
+    "training.lr": number(0, 1, low_open=True),
+    "training.warmup": integer(0),
+    "training.grad_clip": optional(positive()),
+    "training.ema_decay": number(0, 1, high_open=True),
+    "training.ema_warmup": boolean(),
+    "training.loss": choice(LOSSES),
+    "training.weighting": choice(WEIGHTINGS),
+    "training.importance_sampling": boolean(),
+    "training.reduce": choice(REDUCTIONS),
+    "training.eps": positive(),
+    "training.checkpoint_every": integer(1),
+    "training.eval_every": integer(0),
+    "sampling.sampler": SAMPLERS,
+    "sampling.num_steps": optional(integer(1, 100_000)),
+    "sampling.grid": optional(choice(GRIDS)),
+    "sampling.eps": optional(positive()),
+    "sampling.rho": positive(),
+    "sampling.sigma_max": optional(positive()),
+    "sampling.sigma_min": optional(positive()),
+    "sampling.denoise": boolean(),
+    "sampling.n_samples": integer(2),
+    **{
+        f"sampling.{name}": _sampler_option_rule(name, kind)
+        for name, kind in sampler_option_types().items()
+    },
+    "eval.n_eval": integer(2),
+    "eval.eps": positive(),
+    "eval.method": choice(ODE_METHODS),
+    "eval.rtol": _tolerance(),
+    "eval.atol": _tolerance(),
+    "eval.trace": choice(TRACES),
+    "eval.n_probes": integer(1, 1000),
+    "eval.density_grid": integer(2),
+    "eval.n_process_times": integer(2, 50),
+}
+"""Every config field (dotted name) and the values it accepts: a rule, or a registry whose names
+are the choices (read at each check, so that a name registered later is accepted)."""
+
+
+def field_rule(name: str) -> Rule:
+    """The :class:`~scoresde.validation.Rule` of the field ``name`` (a key of :data:`FIELDS`)."""
+    rule = FIELDS[name]
+    return choice(rule) if isinstance(rule, Registry) else rule
 
 
 def load_config_file(path: str | Path) -> ConfigDict:
-    """Import the Python config file ``path`` and return its ``get_config()``.
+    """Run the Python config file ``path`` and return its ``get_config()``.
 
-    Config files may import shared defaults from the repository's ``configs`` package (``from
-    configs.default_toy import get_default_configs``): the directory holding ``configs/`` is on
-    ``sys.path`` while the file is imported.
+    The file is Python and runs as code, with the rights of the caller. Config files may import
+    shared defaults from the repository's ``configs`` package (``from configs.default_toy import
+    get_default_configs``): the directory holding ``configs/`` is on ``sys.path`` while the file
+    runs.
 
     Raises:
-        ConfigError: the file is missing, is not Python, fails when run, or has no ``get_config()``
-            returning a ``ConfigDict``.
+        ConfigError: the file is missing, is not Python, fails or exits when run, or has no
+            ``get_config()`` returning a ``ConfigDict``.
     """
     path = Path(path)
     if path.suffix != ".py" or not path.is_file():
-        raise ConfigError(None, f"got {str(path)!r}, expected an existing Python file (.py)")
+        raise ConfigError(None, refusal("--config", "an existing Python file (.py)", str(path)))
     spec = importlib.util.spec_from_file_location(f"_scoresde_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     root = str(REPOSITORY_CONFIGS.parent)
@@ -211,14 +217,18 @@ def load_config_file(path: str | Path) -> ConfigDict:
         spec.loader.exec_module(module)
         get_config = getattr(module, "get_config", None)
         config = get_config() if callable(get_config) else None
+    except SystemExit as err:  # sys.exit() in a config file is a failure, whatever its code
+        raise ConfigError(None, f"config file {str(path)!r} called sys.exit({err.code!r})") from err
     except Exception as err:  # the file is user code: any error in it is a bad config file
         failure = f"{type(err).__name__}: {err}"
-        raise ConfigError(None, f"{str(path)!r} failed: {failure}") from err
+        raise ConfigError(None, f"config file {str(path)!r} failed: {failure}") from err
     finally:
         if added:
             sys.path.remove(root)
     if not isinstance(config, ConfigDict):
-        raise ConfigError(None, f"{str(path)!r} must define get_config() returning a ConfigDict")
+        raise ConfigError(
+            None, f"config file {str(path)!r} must define get_config() returning a ConfigDict"
+        )
     return config
 
 
@@ -232,189 +242,90 @@ def iter_fields(config: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any
             yield name, value
 
 
-def validate_config(config: ConfigDict) -> None:
-    """Check ``config`` before any work; raise on the first problem.
+def known_fields(group: str) -> str:
+    """The names of the fields of ``group`` (``""`` for the top level), comma-separated."""
+    return ", ".join(f.rpartition(".")[2] for f in FIELDS if f.rpartition(".")[0] == group)
 
-    First every field against :data:`FIELDS` (unknown, missing, wrong type or out of range), then
-    the settings together: the cosine schedule is a VP option; the SDE, the network and the loss
-    are built; and the sampler and the likelihood are run once with the config's settings on one
-    point with the score ``-x`` (a few milliseconds), so that any combination they refuse (a
-    predictor the SDE lacks, a time grid the chain cannot follow, ``eps`` outside ``(0, T)``) is
-    refused now, by their own checks, rather than after training.
+
+def validate_config(config: ConfigDict) -> None:
+    """Check every field of ``config`` against :data:`FIELDS`; raise on the first problem.
+
+    An unknown field, a missing one, a value of the wrong type or out of range are refused, and an
+    ``sde`` field that the chosen SDE does not take must keep its default meaning (see
+    :func:`sde_options`).
 
     Raises:
-        ConfigError: naming the field (or group) and, for a field, its value and what it accepts.
+        ConfigError: naming the field, its value and what it accepts.
     """
     present = dict(iter_fields(config))
     for name, value in present.items():
-        rule = FIELDS.get(name)
-        if rule is None:
+        if name not in FIELDS:
             group = name.rpartition(".")[0]
-            known = ", ".join(f for f in FIELDS if f.rpartition(".")[0] == group)
-            raise ConfigError(
-                name, f"got {value!r}, but there is no such field; known here: {known}"
-            )
+            where = f"config.{group}" if group else "the config"
+            known = f"the fields of {where} are {known_fields(group)}"
+            raise ConfigError(name, f"config.{name} is not a field; {known}")
+        rule = field_rule(name)
         if not rule.accepts(value):
-            raise ConfigError(name, f"got {value!r}, expected {rule.allowed}")
+            raise ConfigError.refusing(name, rule.allowed, value)
     missing = [name for name in FIELDS if name not in present]
     if missing:
-        raise ConfigError(missing[0], "missing from the config")
-    if config.sde.schedule != "linear" and config.sde.name != "vp":
-        raise ConfigError(
-            "sde.schedule", f"got {config.sde.schedule!r}, expected 'linear' for sde.name = "
-            f"{config.sde.name!r} (the cosine schedule is a VP option)"
-        )  # fmt: skip
-    checks = (
-        ("sde", lambda: build_sde(config)),
-        ("model", lambda: build_model(config)),
-        ("training", lambda: _score_loss(config, build_sde(config))),
-        ("sampling", lambda: _try_sampler(config)),
-        ("eval", lambda: _try_likelihood(config)),
-    )
-    for group, check in checks:
-        try:
-            check()
-        except ValueError as err:
-            raise ConfigError(group, str(err)) from err
+        raise ConfigError(missing[0], f"config.{missing[0]} is missing from the config")
+    sde_options(config)
 
 
-def _gaussian_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The score ``-x`` of ``N(0, I)``: finite everywhere, for trying out a sampler."""
-    return -x
+def check_sampling_overrides(config: ConfigDict, keys: Iterable[str]) -> None:
+    """Refuse a ``sampling`` option set on the command line that the chosen sampler does not use.
 
+    A config file may hold options of several samplers (the ``--sampler`` flag picks one), and
+    those the chosen sampler does not take are left unused; an option the user sets explicitly
+    for a sampler that ignores it is a mistake, refused by name (also ``num_steps`` for a sampler
+    that chooses its own steps).
 
-def sampler_options(config: ConfigDict) -> dict[str, Any]:
-    """The keyword arguments of :func:`scoresde.sample` set by ``config.sampling``."""
-    c = config.sampling
-    own = [name for name in SAMPLERS[c.sampler].options if name in c]
-    return {name: c[name] for name in ("sampler", "num_steps", "eps", "denoise", *own)}
-
-
-def likelihood_options(config: ConfigDict) -> dict[str, Any]:
-    """The keyword arguments of :func:`scoresde.log_likelihood` set by ``config.eval``."""
-    c = config.eval
-    return {name: c[name] for name in ("eps", "method", "rtol", "atol", "trace", "n_probes")}
-
-
-def _try_sampler(config: ConfigDict) -> None:
-    """Run the configured sampler on one point (validation only)."""
-    shape = (1, build_dataset(config).dim)
-    generator = torch.Generator().manual_seed(0)
-    sample(
-        build_sde(config), _gaussian_score, shape, generator=generator, **sampler_options(config)
-    )
-
-
-def _try_likelihood(config: ConfigDict) -> None:
-    """Run the configured likelihood on one point (validation only)."""
-    x = torch.zeros(1, build_dataset(config).dim)
-    generator = torch.Generator().manual_seed(0)
-    log_likelihood(
-        build_sde(config), _gaussian_score, x, generator=generator, **likelihood_options(config)
-    )
-
-
-def build_sde(config: ConfigDict) -> SDE:
-    """The forward SDE of ``config.sde``."""
-    return SDES[config.sde.name](config.sde)
-
-
-def build_dataset(config: ConfigDict) -> ToyDensity:
-    """The toy dataset ``config.data.name``."""
-    return get_dataset(config.data.name)
-
-
-#: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
-#: ``seed`` itself): model initialisation, the data-std estimate, sampling, evaluation.
-INIT_STREAM, DATA_STD_STREAM, SAMPLE_STREAM, EVAL_STREAM = 1, 2, 3, 4
-
-
-def stream_generator(seed: int, stream: int) -> torch.Generator:
-    """A generator for the random stream ``stream`` of a run with ``seed``.
-
-    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
-    one run, and the same stream of runs with nearby seeds, are independent.
+    Raises:
+        ConfigError: naming the option, the sampler and what it takes.
     """
-    state = np.random.SeedSequence([seed, stream]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    name = config.sampling.sampler
+    spec = SAMPLERS.lookup(name)
+    options = {key: config.sampling[key] for key in spec.options if config.sampling.get(key)}
+    takes = ", ".join(map(repr, spec.options)) or "no options"
+    for key in keys:
+        group, _, field = key.rpartition(".")
+        if group != "sampling":
+            continue
+        if field in sampler_option_types() and field not in spec.options:
+            raise ConfigError(
+                key, f"config.{key}: sampler {name!r} does not use {field!r}; it takes {takes}"
+            )
+        if field == "num_steps" and spec.adaptive(options):
+            raise ConfigError(
+                key, f"config.{key}: sampler {name!r} with these options chooses its own steps"
+            )
 
 
-def data_std(config: ConfigDict) -> float:
-    """``model.data_std``, or where it is None the per-feature std of 10,000 data points.
+def sde_options(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of the SDE ``config.sde.name``: the ``sde`` fields it takes by name.
 
-    The points are drawn from a generator seeded with ``seed``, so the value is part of the run.
+    ``sde.schedule`` is a VP option; any other SDE needs it left at ``"linear"``.
+
+    Raises:
+        ConfigError: ``sde.schedule`` is not ``"linear"`` for an SDE that takes no schedule.
     """
-    if config.model.data_std is not None:
-        return float(config.model.data_std)
-    points = build_dataset(config).sample(10_000, stream_generator(config.seed, DATA_STD_STREAM))
-    return float(points.std())
-
-
-def build_model(config: ConfigDict) -> torch.nn.Module:
-    """The network of ``config.model``, initialised from the run's seed.
-
-    A sinusoidal time embedding embeds ``time_scale * t``; ``model.time_scale = None`` means
-    ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``.
-    """
-    c = config.model
-    sde = build_sde(config)
-    return get_model(
-        c.name,
-        dim=build_dataset(config).dim,
-        hidden=c.hidden,
-        depth=c.depth,
-        embedding=c.embedding,
-        embed_dim=c.embed_dim,
-        fourier_scale=c.fourier_scale,
-        time_scale=(sde.N - 1) / sde.T if c.time_scale is None else c.time_scale,
-        generator=stream_generator(config.seed, INIT_STREAM),
-    )
-
-
-def build_score_fn(config: ConfigDict, sde: SDE, model: Callable) -> ScoreFn:
-    """The score function of ``model`` under ``config.model.parameterization``."""
-    c = config.model
-    return get_score_fn(
-        sde,
-        model,
-        c.parameterization,
-        input_scaling=c.input_scaling,
-        data_std=data_std(config),
-    )
-
-
-def _score_loss(config: ConfigDict, sde: SDE) -> Callable:
-    c = config.training
-    if c.loss == "dsm":
-        options = dict(
-            weighting=c.weighting,
-            importance_sampling=c.importance_sampling,
-            reduce=c.reduce,
-            eps=c.eps,
+    c = config.sde
+    takes = inspect.signature(SDES.lookup(c.name)).parameters
+    if "schedule" not in takes and c.schedule != "linear":
+        raise ConfigError.refusing(
+            "sde.schedule", f"'linear' for sde.name = {c.name!r} (it takes no schedule)", c.schedule
         )
-    else:
-        options = dict(reduce=c.reduce)
-    return get_loss_fn(sde, kind=c.loss, **options)
+    return {name: c[name] for name in takes if name in c}
 
 
-def build_loss(config: ConfigDict, sde: SDE) -> Callable:
-    """The training loss ``loss_fn(model, batch, generator)`` of ``config.training``.
+#: Training fields that do not change the trained model: a run may resume with other values.
+BOOKKEEPING = ("n_iters", "checkpoint_every", "eval_every")
 
-    It wraps the score-level loss of :func:`scoresde.losses.get_loss_fn` (``kind = training.loss``;
-    the denoising-score-matching options ``weighting``, ``importance_sampling``, ``reduce`` and
-    ``eps`` apply to ``"dsm"``, ``reduce`` alone to ``"smld"`` and ``"ddpm"``) around the model's
-    score function.
-    """
-    score_loss = _score_loss(config, sde)
-    std = data_std(config)
-    c = config.model
 
-    def loss_fn(
-        model: torch.nn.Module, batch: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
-        score_fn = get_score_fn(
-            sde, model, c.parameterization, input_scaling=c.input_scaling, data_std=std
-        )
-        return score_loss(score_fn, batch, generator)
-
-    return loss_fn
+def trained_fields(config: ConfigDict) -> dict[str, Any]:
+    """The part of ``config`` that determines the trained model, as JSON values: ``seed``,
+    ``data``, ``model``, ``sde`` and ``training`` without :data:`BOOKKEEPING`."""
+    plain = json.loads(config.to_json())
+    training = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING}
+    return {**{k: plain[k] for k in ("seed", "data", "model", "sde")}, "training": training}

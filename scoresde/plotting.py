@@ -4,8 +4,12 @@ Figures are built on :class:`matplotlib.figure.Figure` directly, without ``pyplo
 figure state, no GUI backend (``fig.savefig`` renders with Agg), safe in scripts, tests and threads.
 Every function returns the figure; the caller saves it (``fig.savefig(path)``).
 
-Point clouds are tensors or arrays of shape ``(n, 2)``; they are drawn as 2D histograms, which show
-a density faithfully where a scatter plot of thousands of points saturates.
+Every figure has a title, axes with their units and a colour bar for its colours. Point clouds are
+tensors or arrays of shape ``(n, 2)``; they are drawn as 2D histograms, normalised to a density
+(points per unit area over all ``n`` points, so points outside the panel lower it) on one
+logarithmic colour scale for the whole figure: a scatter plot of thousands of points saturates,
+and a linear scale hides the tails. The toy densities have no physical units: coordinates are in
+the data's own units.
 """
 
 from __future__ import annotations
@@ -14,20 +18,35 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-from scoresde.display import points_limit, show_points
+from scoresde.display import points_limit
 
 __all__ = ["point_grid", "plot_samples", "plot_process", "plot_density", "plot_loss"]
 
 PANEL_INCHES = 2.6
+COORDINATES = ("$x_1$", "$x_2$")
+#: The density colour scale spans this many decades below the figure's largest density.
+DECADES = 4
 
 
 def _as_points(name: str, x: torch.Tensor | np.ndarray) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"{name} must be 2D points of shape (n, 2), got {a.shape}")
+        raise ValueError(f"{name} must be 2D points of shape (n, 2); got {a.shape}")
     return a.astype(np.float64)
+
+
+def _histogram(points: np.ndarray, lim: float, bins: int) -> np.ndarray:
+    """Points per unit area in ``bins x bins`` cells of ``[-lim, lim]^2``, over all points; rows
+    are y (bottom to top), columns x."""
+    counts, _, _ = np.histogram2d(
+        points[:, 0], points[:, 1], bins=bins, range=[[-lim, lim], [-lim, lim]]
+    )
+    cell = (2 * lim / bins) ** 2
+    return counts.T / (len(points) * cell)
 
 
 def point_grid(
@@ -36,17 +55,20 @@ def point_grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     shared_limits: bool = True,
-    bins: int = 120,
+    bins: int | None = None,
+    title: str = "",
 ) -> Figure:
-    """A grid of 2D histograms, ``points[i][j]`` in row ``i`` and column ``j``.
+    """A grid of 2D histograms, ``points[i][j]`` in row ``i`` and column ``j``, one colour bar.
 
     Arguments:
         points: rows of ``(n, 2)`` point clouds (every row the same length).
-        row_labels: a label per row, drawn as the row's y-axis label.
+        row_labels: a label per row, drawn beside the row's y axis.
         col_labels: a label per column, drawn as the top row's titles.
-        shared_limits: one axis range for the whole grid (from the first panel of each column, which
-            is usually the data) rather than one per panel.
-        bins: histogram bins per axis.
+        shared_limits: one axis range for each column (from its first panel, which is usually
+            the data) rather than one per panel.
+        bins: histogram bins per axis; by default ``1.2 sqrt(n)`` within ``[30, 120]`` for the
+            largest panel's ``n`` points, so that a cell of the data's mass holds several points.
+        title: the figure's title.
     """
     rows = [
         [_as_points(f"points[{i}][{j}]", p) for j, p in enumerate(row)]
@@ -56,36 +78,70 @@ def point_grid(
         raise ValueError(
             "points must be a non-empty grid with the same number of panels in every row"
         )
+    if bins is None:
+        largest = max(len(p) for row in rows for p in row)
+        bins = int(np.clip(1.2 * np.sqrt(largest), 30, 120))
     n_rows, n_cols = len(rows), len(rows[0])
-    fig = Figure(figsize=(PANEL_INCHES * n_cols, PANEL_INCHES * n_rows), layout="constrained")
+    limits = [
+        [
+            points_limit(rows[0][j]) if shared_limits else points_limit(rows[i][j])
+            for j in range(n_cols)
+        ]
+        for i in range(n_rows)
+    ]
+    images = [
+        [_histogram(rows[i][j], limits[i][j], bins) for j in range(n_cols)] for i in range(n_rows)
+    ]
+    top = max(float(h.max()) for row in images for h in row) or 1.0
+    norm = LogNorm(vmin=top * 10.0**-DECADES, vmax=top, clip=True)
+    size = (PANEL_INCHES * n_cols + 0.9, PANEL_INCHES * n_rows + 0.4)
+    fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for j in range(n_cols):
-        column_limit = points_limit(rows[0][j])
-        for i in range(n_rows):
-            pts = rows[i][j]
-            ax = axes[i][j]
-            show_points(ax, pts, limit=column_limit if shared_limits else None, bins=bins)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax, lim = axes[i][j], limits[i][j]
+            image = ax.imshow(
+                np.ma.masked_equal(images[i][j], 0),
+                origin="lower",
+                extent=(-lim, lim, -lim, lim),
+                norm=norm,
+                cmap="magma",
+                interpolation="nearest",
+            )
+            ax.set_facecolor("black")
+            ax.tick_params(labelsize=7)
+            if i == n_rows - 1:
+                ax.set_xlabel(COORDINATES[0], fontsize=9)
+            if j == 0:
+                label = COORDINATES[1]
+                if row_labels is not None:
+                    label = f"{row_labels[i]}\n{label}"
+                ax.set_ylabel(label, fontsize=9)
             if col_labels is not None and i == 0:
                 ax.set_title(col_labels[j], fontsize=10)
-            if row_labels is not None and j == 0:
-                ax.set_ylabel(row_labels[i], fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, label="density (points / unit area)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
 def plot_samples(
     data: torch.Tensor | np.ndarray, samples: torch.Tensor | np.ndarray, *, title: str = ""
 ) -> Figure:
-    """Data next to generated samples, on the data's axis range."""
-    fig = point_grid([[data, samples]], col_labels=["data", "samples"])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    """Data next to generated samples, on the data's axis range and one colour scale."""
+    return point_grid(
+        [[data, samples]],
+        col_labels=[f"data ({len(data)} points)", f"samples ({len(samples)})"],
+        title=title,
+    )
 
 
 def plot_process(
     forward: Sequence[torch.Tensor | np.ndarray],
     reverse: Sequence[torch.Tensor | np.ndarray],
     times: Sequence[float],
+    *,
+    title: str = "",
 ) -> Figure:
     """The forward diffusion (top row) and the reverse process (bottom row) at the same ``times``.
 
@@ -93,10 +149,11 @@ def plot_process(
         forward: ``x_t`` of the noised data at each time.
         reverse: the sampler's state at each time.
         times: the times, one per column.
+        title: the figure's title.
     """
     if not (len(forward) == len(reverse) == len(times)):
         raise ValueError(
-            "forward, reverse and times must have the same length, got "
+            "forward, reverse and times must have the same length; got "
             f"{len(forward)}, {len(reverse)}, {len(times)}"
         )
     return point_grid(
@@ -104,6 +161,7 @@ def plot_process(
         row_labels=["forward SDE", "reverse process"],
         col_labels=[f"t = {t:.3g}" for t in times],
         shared_limits=False,
+        title=title,
     )
 
 
@@ -113,6 +171,7 @@ def plot_density(
     true_log_prob: torch.Tensor | np.ndarray | None = None,
     *,
     floor: float = 12.0,
+    title: str = "",
 ) -> Figure:
     """The model's log-density on a grid, next to the true one where it is known.
 
@@ -122,22 +181,25 @@ def plot_density(
             column ``j`` at the ``j``-th x value.
         true_log_prob: the same for the true density (``-inf`` outside its support is fine).
         floor: the colour scale spans ``[max - floor, max]`` nats; lower values are clipped.
+        title: the figure's title.
     """
-    panels = [("model log p (ODE likelihood)", model_log_prob)]
+    panels = [("model (probability-flow likelihood)", model_log_prob)]
     if true_log_prob is not None:
-        panels.append(("true log p", true_log_prob))
+        panels.append(("true density", true_log_prob))
     grids = [
         np.asarray(p.detach().cpu() if isinstance(p, torch.Tensor) else p, dtype=np.float64)
         for _, p in panels
     ]
     if any(g.ndim != 2 or g.shape != grids[0].shape for g in grids):
         raise ValueError(
-            f"log-density grids must be 2D and of one shape, got {[g.shape for g in grids]}"
+            f"log-density grids must be 2D and of one shape; got {[g.shape for g in grids]}"
         )
     top = max(float(np.nanmax(np.where(np.isfinite(g), g, -np.inf))) for g in grids)
-    fig = Figure(figsize=(PANEL_INCHES * len(panels) + 0.8, PANEL_INCHES), layout="constrained")
+    fig = Figure(
+        figsize=(PANEL_INCHES * len(panels) + 1.0, PANEL_INCHES + 0.5), layout="constrained"
+    )
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, _), grid in zip(axes, panels, grids, strict=True):
+    for j, (ax, (name, _), grid) in enumerate(zip(axes, panels, grids, strict=True)):
         image = ax.imshow(
             np.clip(np.nan_to_num(grid, nan=-np.inf), top - floor, top),
             origin="lower",
@@ -146,10 +208,14 @@ def plot_density(
             vmin=top - floor,
             vmax=top,
         )
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes), shrink=0.9, label="nats")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(COORDINATES[0], fontsize=9)
+        if j == 0:
+            ax.set_ylabel(COORDINATES[1], fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=list(axes), shrink=0.9, label="log-density (nats)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -158,31 +224,38 @@ def plot_loss(
     losses: Sequence[float] | np.ndarray,
     *,
     smoothing: float = 0.98,
+    title: str = "training loss",
 ) -> Figure:
     """Training loss per step (faint) and its exponential moving average.
 
     The average is ``m_k = smoothing m_{k-1} + (1 - smoothing) loss_k``, bias-corrected by dividing
-    by ``1 - smoothing^k`` as in Adam, so it starts at the first losses rather than at zero.
+    by ``1 - smoothing^k`` as in Adam, so it starts at the first losses rather than at zero. A
+    positive loss is drawn on a logarithmic axis with ticks at 1, 2 and 5 times each power of 10.
     """
     steps_a, losses_a = np.asarray(steps, dtype=np.float64), np.asarray(losses, dtype=np.float64)
     if steps_a.shape != losses_a.shape or steps_a.ndim != 1:
         raise ValueError(
-            f"steps and losses must be 1D of one length, got {steps_a.shape} and {losses_a.shape}"
+            f"steps and losses must be 1D of one length; got {steps_a.shape} and {losses_a.shape}"
         )
     if not 0 <= smoothing < 1:
-        raise ValueError(f"smoothing must lie in [0, 1), got {smoothing!r}")
+        raise ValueError(f"smoothing must be a number in [0, 1); got {smoothing!r}")
     avg = np.empty_like(losses_a)
     m = 0.0
     for k, value in enumerate(losses_a, start=1):
         m = smoothing * m + (1 - smoothing) * value
         avg[k - 1] = m / (1 - smoothing**k)
-    fig = Figure(figsize=(5.0, 3.2), layout="constrained")
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.plot(steps_a, losses_a, color="tab:blue", alpha=0.25, linewidth=0.7, label="loss")
-    ax.plot(steps_a, avg, color="tab:blue", linewidth=1.5, label="moving average")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.plot(steps_a, losses_a, color="tab:blue", alpha=0.25, linewidth=0.7, label="loss per step")
+    ax.plot(steps_a, avg, color="tab:blue", linewidth=1.5, label=f"moving average ({smoothing})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
     if len(losses_a) and np.all(losses_a > 0):
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False)
+    ax.set_title(title, fontsize=10)
     return fig

@@ -1,6 +1,6 @@
 """The training loop: Adam with warm-up and clipping, EMA weights, evaluation, exact resume.
 
-Update ``k = 1, ..., n_iters`` of :func:`train` is::
+Update ``k = 1, ..., n_iters`` of :func:`train` (:func:`train_step`) is::
 
     x_k      = sample_batch(generator)
     L_k      = loss_fn(model, x_k, generator)
@@ -11,12 +11,21 @@ Update ``k = 1, ..., n_iters`` of :func:`train` is::
 
 The EMA weights are the ones to sample with (Song et al. 2021 use decay 0.999 to 0.9999).
 
+The loop is three parts, each usable alone: :class:`TrainState` (what an update changes, started
+fresh by :meth:`TrainState.fresh` or from a checkpoint by :meth:`TrainState.resume`),
+:func:`train_step` (one update) and the bookkeeping between updates (progress bar, log, periodic
+evaluation, checkpoints, Ctrl-C). :func:`train` runs them.
+
 Reproducibility: one ``torch.Generator`` seeded from ``seed`` draws every batch and all the loss's
 noise, and torch's global RNG (which in-model randomness such as dropout uses) is seeded from the
 same seed, so a run is a function of its arguments and seed. Evaluation runs with the global RNG
 forked, so evaluating does not change training. A checkpoint holds the model, EMA, optimizer, step,
 config, loss history and both RNG states; a run resumed from it reproduces the uninterrupted run
 bitwise on the CPU.
+
+Ctrl-C (SIGINT, in the main thread) lets the update under way finish, writes a checkpoint of it
+(with a ``workdir``) and raises :class:`TrainingInterrupted`; a second Ctrl-C interrupts at once,
+and the newest checkpoint on disk is then the previous one. Either way the run resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,20 +56,29 @@ from scoresde.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from scoresde.validation import check_int, check_number, check_positive
 
 __all__ = [
     "EMA",
+    "TrainState",
     "TrainResult",
+    "TrainingLoss",
     "NonFiniteLossError",
     "ConfigMismatchError",
+    "TrainingInterrupted",
+    "differences",
     "train",
+    "train_step",
     "warmup_lr",
 ]
 
 logger = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
-"""``loss_fn(model, batch, generator) -> scalar loss``, all its noise drawn from ``generator``."""
+TrainingLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+"""``loss_fn(model, batch, generator) -> scalar loss``, all its noise drawn from ``generator``.
+
+(The losses of :mod:`scoresde.losses` take a score function instead of a model; wrap one with
+:func:`scoresde.score.get_score_fn` to train with it.)"""
 
 BatchSampler = Callable[[torch.Generator], Tensor]
 """``sample_batch(generator) -> batch`` of shape ``(B, *D)``, drawn with ``generator``."""
@@ -91,7 +111,7 @@ class ConfigMismatchError(ValueError):
 
     Attributes:
         checkpoint: the checkpoint that was to be resumed.
-        differences: one line per differing entry, ``name: value in the checkpoint, value now``.
+        differences: one line per differing entry (see :func:`differences`).
     """
 
     def __init__(self, checkpoint: Path, differences: list[str]):
@@ -101,6 +121,21 @@ class ConfigMismatchError(ValueError):
             "(use another workdir, or allow_config_change=True to continue with the new ones): "
             + "; ".join(differences)
         )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after update ``step``, whose checkpoint is ``checkpoint``.
+
+    Attributes:
+        step: the last update done.
+        checkpoint: the checkpoint written for it (or the newest one, or ``None`` without a
+            workdir).
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        where = f"; its checkpoint is {checkpoint}" if checkpoint else ""
+        super().__init__(f"training interrupted after step {step}{where}")
 
 
 def warmup_lr(step: int, lr: float, warmup: int) -> float:
@@ -120,8 +155,10 @@ class EMA:
         ema <- d ema + (1 - d) theta,
 
     with ``d = decay``, or with ``warmup=True`` ``d = min(decay, (1 + n) / (10 + n))`` where ``n``
-    counts the earlier updates (so the average forgets its random start quickly). With a constant
-    ``d`` and ``ema_0 = theta_0``, after ``k`` updates with parameters ``theta_1 .. theta_k``::
+    counts the earlier updates (so the average forgets its random start quickly: after ``n``
+    updates the start's weight is ``prod_k d_k ~ 9 / (n + 9)`` instead of ``decay^n``). With a
+    constant ``d`` and ``ema_0 = theta_0``, after ``k`` updates with parameters
+    ``theta_1 .. theta_k``::
 
         ema_k = d^k theta_0 + (1 - d) sum_{i=1}^{k} d^(k-i) theta_i.
 
@@ -138,12 +175,11 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float, *, warmup: bool = False):
-        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
-            raise ValueError(f"EMA decay must be a number in [0, 1), got {decay!r}")
-        self.decay = float(decay)
+        self.decay = check_number("EMA decay", decay, 0, 1, high_open=True)
         self.warmup = warmup
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._averaged = list(self.model.parameters())
 
     def current_decay(self) -> float:
         """The decay ``d`` the next :meth:`update` uses."""
@@ -155,9 +191,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s parameters into the average and copy its buffers."""
-        d = self.current_decay()
-        for avg, param in zip(self.model.parameters(), model.parameters(), strict=True):
-            avg.lerp_(param.detach(), 1.0 - d)
+        weight = 1.0 - self.current_decay()
+        torch._foreach_lerp_(self._averaged, [p.detach() for p in model.parameters()], weight)
         for avg_buf, buf in zip(self.model.buffers(), model.buffers(), strict=True):
             avg_buf.copy_(buf)
         self.num_updates += 1
@@ -165,6 +200,130 @@ class EMA:
     def copy_to(self, model: nn.Module) -> None:
         """Load the averaged parameters and buffers into ``model`` (same architecture)."""
         model.load_state_dict(self.model.state_dict())
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What an update changes: the model, its EMA, the optimizer, the generator, the histories.
+
+    Attributes:
+        model: the network being trained.
+        ema: its :class:`EMA`.
+        optimizer: Adam over the model's trainable parameters.
+        generator: the source of every batch and of the loss's noise.
+        step: updates done so far.
+        losses: the loss of every update so far, ``losses[k - 1]`` for update ``k``.
+        evals: the periodic evaluations so far.
+    """
+
+    model: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    evals: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def params(self) -> list[Tensor]:
+        return self.optimizer.param_groups[0]["params"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.params[0].device
+
+    @classmethod
+    def fresh(
+        cls,
+        model: nn.Module,
+        *,
+        lr: float,
+        seed: int,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.999,
+        ema_warmup: bool = False,
+    ) -> TrainState:
+        """A state at step 0: Adam, an EMA starting at the model, generators seeded from ``seed``.
+
+        Seeds torch's global RNG too (from ``seed``, on a stream other than the generator's).
+        """
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters")
+        optimizer = _adam(params, lr, weight_decay)
+        generator = torch.Generator(device=params[0].device).manual_seed(seed)
+        torch.manual_seed(_global_seed(seed))
+        return cls(model, EMA(model, ema_decay, warmup=ema_warmup), optimizer, generator)
+
+    def resume(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint``: its model, EMA, optimizer, RNG states and histories.
+
+        The optimizer's hyper-parameters stay this state's (they are the run's settings, checked
+        against the checkpoint's by :func:`train`); its moments come from the checkpoint.
+        """
+        self.model.load_state_dict(checkpoint.model)
+        self.ema.model.load_state_dict(checkpoint.ema)
+        self.ema.num_updates = checkpoint.loop["ema_updates"]
+        groups = [dict(g) for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        for group, settings in zip(self.optimizer.param_groups, groups, strict=True):
+            group.update({k: v for k, v in settings.items() if k != "params"})
+        _set_rng_states(checkpoint.rng, self.generator, self.device)
+        self.step = checkpoint.step
+        self.losses, self.evals = list(checkpoint.losses), list(checkpoint.evals)
+
+    def checkpoint(self, config: dict[str, Any] | None, settings: dict[str, Any]) -> Checkpoint:
+        """This state as a :class:`~scoresde.checkpoint.Checkpoint`."""
+        loop = {"settings": settings, "ema_updates": self.ema.num_updates}
+        return Checkpoint(
+            step=self.step,
+            model=self.model.state_dict(),
+            ema=self.ema.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            rng=_rng_states(self.generator, self.device),
+            config=config,
+            losses=self.losses,
+            evals=self.evals,
+            loop={**loop, "device": self.device.type},
+        )
+
+
+def train_step(
+    state: TrainState,
+    loss_fn: TrainingLoss,
+    batch: Tensor,
+    *,
+    lr: float,
+    grad_clip: float | None,
+    last: Path | None = None,
+) -> float:
+    """One update of ``state`` on ``batch`` at learning rate ``lr``; its loss.
+
+    The loss and the gradient norm are checked before anything changes: a non-finite one raises
+    :class:`NonFiniteLossError` (naming ``last``, the last good checkpoint) and the update is not
+    applied.
+    """
+    step = state.step + 1
+    loss = loss_fn(state.model, batch, state.generator)
+    if not (isinstance(loss, Tensor) and loss.ndim == 0):
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return a scalar tensor; got {shape}")
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(step, value, None, last)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = math.inf if grad_clip is None else grad_clip
+    grad_norm = nn.utils.clip_grad_norm_(state.params, max_norm, foreach=True).item()
+    if not math.isfinite(grad_norm):
+        raise NonFiniteLossError(step, value, grad_norm, last)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    state.optimizer.step()
+    state.ema.update(state.model)
+    state.losses.append(value)
+    state.step = step
+    return value
 
 
 @dataclasses.dataclass
@@ -196,7 +355,7 @@ class TrainResult:
 
 def train(
     model: nn.Module,
-    loss_fn: LossFn,
+    loss_fn: TrainingLoss,
     sample_batch: BatchSampler,
     *,
     n_iters: int,
@@ -254,38 +413,33 @@ def train(
     Raises:
         NonFiniteLossError: a loss or gradient norm was NaN or infinite; the failed update was not
             applied, and the last good checkpoint is kept.
+        TrainingInterrupted: Ctrl-C; the last update's checkpoint is written (see above).
         CheckpointError: the newest checkpoint in ``workdir`` is incomplete or corrupt; nothing on
             disk is changed.
         ConfigMismatchError: see ``allow_config_change``.
         ValueError: an argument is invalid.
     """
-    _check_int("n_iters", n_iters, 1)
-    _check_positive("lr", lr)
-    _check_int("seed", seed, 0)
-    _check_int("warmup", warmup, 0)
+    check_int("n_iters", n_iters, 1)
+    check_positive("lr", lr)
+    check_int("seed", seed, 0, 2**64 - 1)
+    check_int("warmup", warmup, 0)
     if grad_clip is not None:
-        _check_positive("grad_clip", grad_clip)
-    if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < math.inf):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    _check_int("checkpoint_every", checkpoint_every, 1)
+        check_positive("grad_clip", grad_clip)
+    check_number("weight_decay", weight_decay, 0)
+    check_int("checkpoint_every", checkpoint_every, 1)
     if keep is not None:
-        _check_int("keep", keep, 1)
-    _check_int("log_every", log_every, 1)
+        check_int("keep", keep, 1)
+    check_int("log_every", log_every, 1)
     if (eval_every is None) != (eval_fn is None):
         raise ValueError(
-            f"eval_every and eval_fn go together, got eval_every={eval_every!r} and "
+            f"eval_every and eval_fn go together; got eval_every={eval_every!r} and "
             f"eval_fn={'None' if eval_fn is None else 'a function'}"
         )
     if eval_every is not None:
-        _check_int("eval_every", eval_every, 1)
+        check_int("eval_every", eval_every, 1)
     if config is not None and not isinstance(config, dict):
-        raise ValueError(f"config must be a JSON-able dict or None, got {type(config).__name__}")
+        raise ValueError(f"config must be a JSON-able dict or None; got {type(config).__name__}")
     config = _json_roundtrip("config", config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters")
-
-    device = params[0].device
     settings = {
         "lr": lr,
         "warmup": warmup,
@@ -295,102 +449,163 @@ def train(
         "weight_decay": weight_decay,
         "seed": seed,
     }
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    ema = EMA(model, ema_decay, warmup=ema_warmup)
-    generator = torch.Generator(device=device)
+    state = TrainState.fresh(
+        model,
+        lr=lr,
+        seed=seed,
+        weight_decay=weight_decay,
+        ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
+    )
     ckpt_dir = None if workdir is None else Path(workdir) / "checkpoints"
-    losses: list[float] = []
-    evals: list[dict[str, float]] = []
-    start = 0
-    last_ckpt = None if ckpt_dir is None else latest_checkpoint(ckpt_dir)
-    if last_ckpt is None:
-        generator.manual_seed(seed)
-        torch.manual_seed(_global_seed(seed))
-    else:
-        ckpt = _load_for_resume(last_ckpt, config, settings, device, allow_config_change)
-        model.load_state_dict(ckpt.model)
-        ema.model.load_state_dict(ckpt.ema)
-        ema.num_updates = ckpt.loop["ema_updates"]
-        optimizer.load_state_dict(ckpt.optimizer)
-        for group in optimizer.param_groups:  # the checkpoint's values, unless changed on purpose
-            group["weight_decay"] = weight_decay
-        _set_rng_states(ckpt.rng, generator, device)
-        losses, evals, start = ckpt.losses, ckpt.evals, ckpt.step
-        logger.info("resuming from %s at step %d", last_ckpt, start)
-
-    def snapshot(step: int) -> Checkpoint:
-        return Checkpoint(
-            step=step,
-            model=model.state_dict(),
-            ema=ema.model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            rng=_rng_states(generator, device),
-            config=config,
-            losses=losses,
-            evals=evals,
-            loop={"settings": settings, "ema_updates": ema.num_updates, "device": device.type},
-        )
+    last = None if ckpt_dir is None else latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state.resume(_checkpoint_to_resume(last, config, settings, state, allow_config_change))
+        logger.info("resuming from %s at step %d", last, state.step)
+    start = state.step
+    books = _Bookkeeping(state, n_iters, progress, log_every, eval_every, eval_fn)
+    saver = _Checkpoints(state, ckpt_dir, checkpoint_every, keep, config, settings, last)
 
     model.train()
     began = time.perf_counter()
-    bar = tqdm(total=n_iters, initial=start, disable=not progress, desc="training", unit="step")
-    with bar:
-        for step in range(start + 1, n_iters + 1):
-            loss = loss_fn(model, sample_batch(generator).to(device), generator)
-            if not (isinstance(loss, Tensor) and loss.ndim == 0):
-                shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-                raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(step, value, None, last_ckpt)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = math.inf if grad_clip is None else grad_clip
-            grad_norm = nn.utils.clip_grad_norm_(params, max_norm).item()
-            if not math.isfinite(grad_norm):
-                raise NonFiniteLossError(step, value, grad_norm, last_ckpt)
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_lr(step, lr, warmup)
-            optimizer.step()
-            ema.update(model)
-            losses.append(value)
-
-            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-            bar.update(1)
-            if step % log_every == 0:
-                recent = losses[-log_every:]
-                logger.info(
-                    "step %d/%d  loss %.5g (mean of last %d)  lr %.3g  grad norm %.3g",
-                    step, n_iters, sum(recent) / len(recent), len(recent),
-                    warmup_lr(step, lr, warmup), grad_norm,
-                )  # fmt: skip
-            if eval_fn is not None and step % eval_every == 0:
-                evals.append(_evaluate(eval_fn, ema.model, step, device))
-                logger.info("step %d  eval %s", step, evals[-1])
-            if ckpt_dir is not None and (step % checkpoint_every == 0 or step == n_iters):
-                last_ckpt = save_checkpoint(ckpt_dir, snapshot(step), keep=keep)
-                logger.info("step %d  saved %s", step, last_ckpt)
+    with books, _deferred_interrupt() as interrupted:
+        while state.step < n_iters:
+            batch = sample_batch(state.generator).to(state.device)
+            rate = warmup_lr(state.step + 1, lr, warmup)
+            train_step(state, loss_fn, batch, lr=rate, grad_clip=grad_clip, last=saver.last)
+            books.after_step(rate)
+            saver.after_step(final=state.step == n_iters or interrupted())
+            if interrupted():
+                raise TrainingInterrupted(state.step, saver.last)
     return TrainResult(
         model=model,
-        ema_model=ema.model,
-        optimizer=optimizer,
-        losses=losses,
-        evals=evals,
-        step=max(start, n_iters),
-        steps_run=max(0, n_iters - start),
+        ema_model=state.ema.model,
+        optimizer=state.optimizer,
+        losses=state.losses,
+        evals=state.evals,
+        step=state.step,
+        steps_run=state.step - start,
         wall_time=time.perf_counter() - began,
-        checkpoint=last_ckpt,
+        checkpoint=saver.last,
     )
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+class _Bookkeeping:
+    """The progress bar, the log and the periodic evaluations, after each update."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        n_iters: int,
+        progress: bool,
+        log_every: int,
+        eval_every: int | None,
+        eval_fn: EvalFn | None,
+    ):
+        self.state, self.n_iters, self.log_every = state, n_iters, log_every
+        self.eval_every, self.eval_fn = eval_every, eval_fn
+        self.bar = tqdm(
+            total=n_iters, initial=state.step, disable=not progress, desc="training", unit="step"
+        )
+
+    def __enter__(self) -> _Bookkeeping:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def after_step(self, lr: float) -> None:
+        state, step = self.state, self.state.step
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{state.losses[-1]:.4g}", refresh=False)
+            self.bar.update(1)
+        if step % self.log_every == 0:
+            recent = state.losses[-self.log_every :]
+            logger.info(
+                "step %d/%d  loss %.5g (mean of last %d)  lr %.3g",
+                step, self.n_iters, sum(recent) / len(recent), len(recent), lr,
+            )  # fmt: skip
+        if self.eval_fn is not None and step % self.eval_every == 0:
+            state.evals.append(_evaluate(self.eval_fn, state.ema.model, step, state.device))
+            logger.info("step %d  eval %s", step, state.evals[-1])
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+class _Checkpoints:
+    """Checkpoints every ``every`` updates and after the last one (none without a directory)."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        directory: Path | None,
+        every: int,
+        keep: int | None,
+        config: dict[str, Any] | None,
+        settings: dict[str, Any],
+        last: Path | None,
+    ):
+        self.state, self.directory, self.every, self.keep = state, directory, every, keep
+        self.config, self.settings = config, settings
+        self.last, self.last_step = last, state.step
+
+    def after_step(self, final: bool) -> None:
+        step = self.state.step
+        due = step % self.every == 0 or final
+        if self.directory is None or not due or step == self.last_step:
+            return
+        checkpoint = self.state.checkpoint(self.config, self.settings)
+        self.last = save_checkpoint(self.directory, checkpoint, keep=self.keep)
+        self.last_step = step
+        logger.info("step %d  saved %s", step, self.last)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Within the block, a first SIGINT only sets a flag (read by the yielded function) and puts
+    back the previous handler, so that a second one interrupts at once. Outside the main thread
+    (where Python cannot install handlers) SIGINT behaves as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where PyTorch has one for the parameters' device (5x faster
+    than the per-tensor loop for a small network on a CPU), else with its multi-tensor loop."""
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def differences(old: Any, new: Any, name: str = "") -> list[str]:
+    """Where two JSON values differ: one line ``dotted.name: OLD in the checkpoint, now NEW`` each.
+
+    Used to refuse resuming a run with other settings (here and by ``scoresde.run``).
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in sorted(old.keys() | new.keys()):
+            sub = f"{name}.{key}" if name else key
+            if key not in old:
+                lines.append(f"{sub}: absent in the checkpoint, now {new[key]!r}")
+            elif key not in new:
+                lines.append(f"{sub}: {old[key]!r} in the checkpoint, now absent")
+            else:
+                lines.extend(differences(old[key], new[key], sub))
+        return lines
+    return [] if old == new else [f"{name}: {old!r} in the checkpoint, now {new!r}"]
 
 
 def _json_roundtrip(name: str, value: Any) -> Any:
@@ -438,18 +653,18 @@ def _evaluate(
     with _global_rng_forked(device):
         metrics = eval_fn(ema_model, step)
     if not isinstance(metrics, dict):
-        raise ValueError(f"eval_fn must return a dict of numbers, got {type(metrics).__name__}")
+        raise ValueError(f"eval_fn must return a dict of numbers; got {type(metrics).__name__}")
     try:
         return {"step": step, **{str(k): float(v) for k, v in metrics.items()}}
     except (TypeError, ValueError) as err:
-        raise ValueError(f"eval_fn must return a dict of numbers, got {metrics!r}") from err
+        raise ValueError(f"eval_fn must return a dict of numbers; got {metrics!r}") from err
 
 
-def _load_for_resume(
+def _checkpoint_to_resume(
     path: Path,
     config: dict[str, Any] | None,
     settings: dict[str, Any],
-    device: torch.device,
+    state: TrainState,
     allow_config_change: bool,
 ) -> Checkpoint:
     """Load the checkpoint to resume from, refusing a corrupt one or one of a different run."""
@@ -464,33 +679,17 @@ def _load_for_resume(
     missing = sorted({"settings", "ema_updates", "device"} - ckpt.loop.keys())
     if missing:
         raise CheckpointError(path, f"not written by train(): its loop state lacks {missing}")
-    if ckpt.loop["device"] != device.type:
+    if ckpt.loop["device"] != state.device.type:
         raise ValueError(
             f"{path} was written on device type {ckpt.loop['device']!r} and the model is on "
-            f"{device.type!r}; the random streams of a run continue only on the same device type"
+            f"{state.device.type!r}; the random streams of a run continue only on the same device"
         )
-    differences = _differences(
+    found = differences(
         {"config": ckpt.config, "train": ckpt.loop["settings"]},
         {"config": config, "train": _json_roundtrip("settings", settings)},
     )
-    if differences and not allow_config_change:
-        raise ConfigMismatchError(path, differences)
-    for line in differences:
+    if found and not allow_config_change:
+        raise ConfigMismatchError(path, found)
+    for line in found:
         logger.warning("resuming with a changed setting: %s", line)
     return ckpt
-
-
-def _differences(old: Any, new: Any, name: str = "") -> list[str]:
-    """Where two JSON values differ: ``dotted.name: old in the checkpoint, now new`` each."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        lines = []
-        for key in sorted(old.keys() | new.keys()):
-            sub = f"{name}.{key}" if name else key
-            if key not in old:
-                lines.append(f"{sub}: absent in the checkpoint, now {new[key]!r}")
-            elif key not in new:
-                lines.append(f"{sub}: {old[key]!r} in the checkpoint, now absent")
-            else:
-                lines.extend(_differences(old[key], new[key], sub))
-        return lines
-    return [] if old == new else [f"{name}: {old!r} in the checkpoint, now {new!r}"]

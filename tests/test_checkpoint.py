@@ -128,6 +128,7 @@ def test_a_pickle_that_runs_code_is_refused_not_run(tmp_path):
             "bytes": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
+        state["sha256"] = ckpt_module._state_digest(state)
         (path / "state.json").write_text(json.dumps(state))
         with pytest.raises(CheckpointError, match="weights_only") as info:
             load_checkpoint(path)
@@ -205,6 +206,46 @@ def test_damage_is_reported_with_the_file_and_what_is_wrong(tmp_path, damage, fi
     assert file in str(info.value)
 
 
+def _edit_state(path: Path, change, rehash: bool) -> None:
+    state = json.loads((path / "state.json").read_text())
+    change(state)
+    if rehash:  # a careful editor: only the content's own checks can catch it
+        state["sha256"] = ckpt_module._state_digest(state)
+    (path / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    ("change", "rehash", "reason"),
+    [
+        (lambda s: s["losses"].__setitem__(0, 0.5), False, "the file was edited"),
+        (lambda s: s["config"]["training"].update(lr=1.0), False, "the file was edited"),
+        (lambda s: s.update(step="4"), True, "'step' must be an integer; got '4'"),
+        (lambda s: s.update(losses={"0": 1.5}), True, "'losses' must be a list"),
+        (lambda s: s["losses"].append("nan"), True, "'losses' must be a list of numbers"),
+        (lambda s: s.update(loop=[]), True, "'loop' must be an object"),
+        (lambda s: s.pop("sha256"), False, "missing entries ['sha256']"),
+    ],
+)
+def test_an_edited_state_file_is_refused(tmp_path, change, rehash, reason):
+    path = save_checkpoint(tmp_path, make_checkpoint(4))
+    _edit_state(path, change, rehash)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert info.value.path == path / "state.json" and reason in str(info.value)
+
+
+def test_a_users_own_temporary_directory_is_kept(tmp_path):
+    mine = tmp_path / ".tmp-mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    crashed = tmp_path / ".tmp-step_00000003-0123456789ab"  # what a killed save leaves
+    crashed.mkdir()
+    save_checkpoint(tmp_path, make_checkpoint(4), keep=1)
+    save_checkpoint(tmp_path, make_checkpoint(5), keep=1)
+    assert (mine / "notes.txt").read_text() == "keep" and not crashed.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-mine", "step_00000005"]
+
+
 def test_keep_last_k_and_never_overwrite(tmp_path):
     for step in range(1, 6):
         save_checkpoint(tmp_path, make_checkpoint(step), keep=2)
@@ -223,7 +264,7 @@ def test_latest_is_by_step_number_not_by_name(tmp_path):
 
 
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(ValueError, match="keep must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="keep must be None or an integer >= 1; got 0"):
         save_checkpoint(tmp_path, make_checkpoint(1), keep=0)
     bad = make_checkpoint(2)
     bad.config = {"x": {1, 2}}

@@ -1,19 +1,20 @@
-"""Config files and their validation: every field known, every bad value named."""
+"""Config files, their fields, and the build step that tries their settings together."""
 
 import pytest
+import torch
 
+from scoresde import pipeline
 from scoresde.config import (
     FIELDS,
     REPOSITORY_CONFIGS,
+    SDES,
     ConfigError,
-    build_loss,
-    build_model,
-    build_score_fn,
-    build_sde,
     iter_fields,
     load_config_file,
+    trained_fields,
     validate_config,
 )
+from scoresde.sde import VPSDE
 
 SDE_NAMES = ("vp", "subvp", "ve")
 
@@ -23,62 +24,87 @@ def _config(sde: str = "vp"):
 
 
 @pytest.mark.parametrize("sde", SDE_NAMES)
-def test_the_toy_configs_set_every_field_and_validate(sde):
+def test_the_toy_configs_set_every_field_and_build(sde):
     config = _config(sde)
     assert sorted(name for name, _ in iter_fields(config)) == sorted(FIELDS)
     assert config.sde.name == sde
-    validate_config(config)
-    built = build_sde(config)
-    assert type(built).__name__ == {"vp": "VPSDE", "subvp": "SubVPSDE", "ve": "VESDE"}[sde]
+    parts = pipeline.build(config)
+    assert type(parts.sde) is SDES[sde]
+    assert parts.sde.N == config.sde.N
 
 
-def test_a_config_builds_a_model_whose_loss_and_score_run():
-    import torch
-
+def test_the_parts_train_and_score():
     config = _config("ve")
     config.model.hidden = 8
-    sde = build_sde(config)
-    model = build_model(config)
+    parts = pipeline.build(config)
     x = torch.randn(4, 2)
-    loss = build_loss(config, sde)(model, x, torch.Generator().manual_seed(0))
+    loss = parts.loss_fn(parts.model, x, torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)
-    assert build_score_fn(config, sde, model)(x, torch.full((4,), 0.5)).shape == x.shape
+    assert parts.score_fn(parts.model)(x, torch.full((4,), 0.5)).shape == x.shape
+    # The estimated data std is the std of 10,000 points of 8gaussians: modes at radius
+    # r = 4 / sqrt 2 give each coordinate variance r^2 / 2 = 4, the components 0.5^2 / 2, so
+    # sqrt(4.125) = 2.031; the estimate's relative error is about 1 / sqrt(2 n) = 0.7%.
+    assert parts.data_std == pytest.approx(4.125**0.5, rel=0.02)
 
 
-def test_the_model_is_initialised_from_the_seed():
-    first, second = build_model(_config()), build_model(_config())
-    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+def test_the_model_and_the_streams_come_from_the_seed():
+    first, second = pipeline.build(_config()), pipeline.build(_config())
+    for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert a.equal(b)
+    assert torch.equal(torch.rand(3, generator=first.generator("sample")),
+                       torch.rand(3, generator=second.generator("sample")))  # fmt: skip
+    draws = {name: torch.rand(3, generator=first.generator(name)) for name in pipeline.STREAMS}
+    assert len({tuple(d.tolist()) for d in draws.values()}) == len(pipeline.STREAMS)
     other = _config()
     other.seed = 1
-    assert not next(build_model(other).parameters()).equal(next(first.parameters()))
+    assert not next(pipeline.build(other).model.parameters()).equal(next(first.model.parameters()))
 
 
-# (sde, field, value, text the message must contain besides the field name and the value)
+def test_a_new_sde_is_one_registration():
+    class SteeperVP(VPSDE):
+        """A user's SDE with the VP fields (here VP itself, under another name)."""
+
+    SDES.add("steeper_vp", SteeperVP)
+    try:
+        config = _config()
+        config.sde.name = "steeper_vp"
+        parts = pipeline.build(config)
+        assert type(parts.sde) is SteeperVP and parts.sde.N == config.sde.N
+    finally:
+        del SDES["steeper_vp"]
+
+
+# (sde, field, value, what the field accepts, as the message words it)
 BAD_VALUES = [
-    ("vp", "seed", -1, "integer >= 0"),
-    ("vp", "data.name", "spiral", "'8gaussians'"),
-    ("vp", "model.name", "resnet", "'mlp'"),
-    ("vp", "model.hidden", 0, "integer >= 1"),
-    ("vp", "model.embed_dim", 63, "even integer"),
-    ("vp", "model.parameterization", "noise", "'epsilon'"),
-    ("vp", "sde.name", "vpsde", "'subvp'"),
-    ("vp", "sde.beta_min", -1.0, "> 0"),
-    ("vp", "sde.N", 1, "integer >= 2"),
-    ("ve", "sde.schedule", "cosine", "'linear' for sde.name = 've'"),
-    ("vp", "training.batch_size", 0, "integer >= 1"),
-    ("vp", "training.n_iters", -5, "integer >= 1"),
-    ("vp", "training.lr", 0.0, "> 0"),
-    ("vp", "training.ema_decay", 1.0, "[0, 1)"),
-    ("vp", "training.weighting", "uniform", "'likelihood'"),
-    ("vp", "sampling.sampler", "nope", "'pc'"),
+    ("vp", "seed", -1, "an integer in [0, 18446744073709551615]"),
+    ("vp", "data.name", "spiral", "one of '8gaussians'"),
+    ("vp", "model.name", "unet", "one of 'mlp'"),
+    ("vp", "model.hidden", 0, "an integer >= 1"),
+    ("vp", "model.embed_dim", 63, "an even integer >= 2"),
+    ("vp", "model.parameterization", "noise", "one of 'score', 'epsilon'"),
+    ("vp", "sde.name", "vpsde", "one of 'vp', 'subvp', 've'"),
+    ("vp", "sde.beta_min", -1.0, "a number in (0, 1000]"),
+    ("vp", "sde.beta_max", 1e308, "a number in (0, 1000]"),
+    ("ve", "sde.sigma_max", 1e30, "a number in [1e-06, 10000.0]"),
+    ("vp", "sde.N", 1, "an integer in [2, 100000]"),
+    ("ve", "sde.schedule", "cosine", "'linear' for sde.name = 've' (it takes no schedule)"),
+    ("vp", "training.batch_size", 0, "an integer >= 1"),
+    ("vp", "training.n_iters", -5, "an integer >= 1"),
+    ("vp", "training.lr", 0.0, "a number in (0, 1]"),
+    ("vp", "training.lr", 1e308, "a number in (0, 1]"),
+    ("vp", "training.ema_decay", 1.0, "a number in [0, 1)"),
+    ("vp", "training.grad_clip", -1.0, "None or a finite number > 0"),
+    ("vp", "training.weighting", "uniform", "one of 'score_sde', 'likelihood'"),
+    ("vp", "sampling.sampler", "nope", "one of 'adaptive_sde'"),
+    ("vp", "sampling.grid", "cubic", "None or one of 'uniform'"),
+    ("vp", "sampling.predictor", "ddim", "None or one of 'euler_maruyama'"),
     ("vp", "sampling.predictor", "foo", "'reverse_diffusion'"),
     ("vp", "sampling.corrector", "foo", "'langevin'"),
-    ("vp", "sampling.snr", -0.1, "> 0"),
     ("vp", "sampling.method", "rk45", "'dopri5'"),
-    ("vp", "sampling.n_samples", 0, "integer >= 2"),
+    ("vp", "sampling.n_samples", 0, "an integer >= 2"),
     ("vp", "eval.trace", "approx", "'hutchinson'"),
-    ("vp", "eval.n_eval", 0, "integer >= 2"),
+    ("vp", "eval.atol", 1e-300, "a number in [1e-08, 1.0]"),
+    ("vp", "eval.n_eval", 0, "an integer >= 2"),
 ]
 
 
@@ -87,15 +113,16 @@ def _set(config, field, value):
     (config[group] if group else config)[name] = value
 
 
-@pytest.mark.parametrize("sde, field, value, text", BAD_VALUES)
-def test_a_bad_value_is_rejected_naming_the_field_and_what_is_allowed(sde, field, value, text):
+@pytest.mark.parametrize("sde, field, value, allowed", BAD_VALUES)
+def test_a_bad_value_is_refused_naming_the_field_and_what_is_allowed(sde, field, value, allowed):
     config = _config(sde)
     _set(config, field, value)
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     message = str(err.value)
-    assert err.value.field == field and f"config.{field}: " in message and repr(value) in message
-    assert text in message and "\n" not in message
+    assert err.value.field == field
+    assert message.startswith(f"config.{field} must be ") and message.endswith(f"; got {value!r}")
+    assert allowed in message and "\n" not in message
 
 
 # Settings each valid alone that do not fit together: the part that refuses them (the SDE, the
@@ -106,6 +133,7 @@ BAD_COMBINATIONS = [
     ("ve", {"sde.sigma_min": 50.0}, "sde", "sigma_max must be > sigma_min = 50.0"),
     ("vp", {"training.eps": 1.5}, "training", "eps"),
     ("vp", {"training.loss": "smld"}, "training", "discrete_sigmas"),
+    ("ve", {"training.loss": "ddpm"}, "training", "alphas_cumprod"),
     ("vp", {"training.weighting": "score_sde"}, "training", "importance_sampling"),
     ("vp", {"sampling.eps": 2.0}, "sampling", "eps"),
     ("vp", {"sampling.num_steps": 2000}, "sampling", "does not move"),
@@ -113,36 +141,85 @@ BAD_COMBINATIONS = [
     ("vp", {"sampling.predictor": "none", "sampling.corrector": "none"}, "sampling", "nothing"),
     ("vp", {"sde.N": 10}, "sde", "N must be an integer > beta_max = 20.0"),
     ("vp", {"eval.eps": 1.0}, "eval", "eps"),
+    ("vp", {"sampling.snr": -0.1}, "sampling", "snr must be a finite number > 0; got -0.1"),
+    ("vp", {"sampling.sampler": "ode", "sampling.rtol": 1e-300}, "sampling", "rtol must be"),
+    ("vp", {"sampling.sampler": "ddim", "sampling.eta": -1.0}, "sampling", "eta must be"),
 ]
 
 
 @pytest.mark.parametrize("sde, changes, group, text", BAD_COMBINATIONS)
-def test_settings_that_do_not_fit_together_are_rejected_before_any_work(sde, changes, group, text):
+def test_settings_that_do_not_fit_together_are_refused_before_any_work(sde, changes, group, text):
     config = _config(sde)
     # A valid start whose sampler follows the SDE's discrete chain.
-    config.sampling.update(sampler="pc", predictor="reverse_diffusion", eps=None)
+    config.sampling.update(sampler="pc", predictor="reverse_diffusion", eps=None, num_steps=None)
     for field, value in changes.items():
         _set(config, field, value)
     with pytest.raises(ConfigError) as err:
-        validate_config(config)
+        pipeline.build(config)
     message = str(err.value)
     assert err.value.field == group and message.startswith(f"config.{group}: ")
     assert text in message and "\n" not in message
 
 
-def test_an_unknown_or_missing_field_is_rejected():
+# (field, value): each far beyond this machine's memory (the estimate is in check_memory).
+TOO_LARGE = [
+    ("eval.density_grid", 100_000),
+    ("eval.n_eval", 10**12),
+    ("sampling.n_samples", 2 * 10**12),
+    ("model.hidden", 10**6),
+    ("training.batch_size", 10**12),
+]
+
+
+@pytest.mark.parametrize("field, value", TOO_LARGE)
+def test_sizes_that_cannot_fit_are_refused_naming_the_field(field, value):
+    config = _config()
+    _set(config, field, value)
+    with pytest.raises(ConfigError) as err:
+        pipeline.build(config)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"config.{field} = {value} does not fit: ")
+
+
+def test_the_memory_estimate_scales_with_each_size():
+    """At a small fictitious budget, each size alone crosses it where the formula says."""
+    config = _config()
+    parts = pipeline.build(config)
+    params, act = pipeline._network_footprint(config, parts.sde, 2)
+    assert params == sum(p.numel() for p in parts.model.parameters())
+    # batch * A * 4 bytes * 3: a budget just below and just above a batch of 1000, with every
+    # other size small.
+    config.eval.update(n_eval=2, density_grid=2)
+    config.sampling.n_samples = 2
+    config.training.batch_size = 1000
+    need = 1000 * act * 4 * 3
+    pipeline.check_memory(config, parts.sde, 2, available=int(need * 1.01))
+    with pytest.raises(ConfigError, match="training.batch_size"):
+        pipeline.check_memory(config, parts.sde, 2, available=int(need * 0.99))
+
+
+def test_the_trained_fields_leave_out_bookkeeping():
+    config = _config()
+    fields = trained_fields(config)
+    assert set(fields) == {"seed", "data", "model", "sde", "training"}
+    assert "n_iters" not in fields["training"] and fields["training"]["lr"] == config.training.lr
+    assert "sampling" not in fields and "eval" not in fields
+
+
+def test_an_unknown_or_missing_field_is_refused():
     config = _config()
     config.training.unlock()
     config.training.n_iter = 10
-    with pytest.raises(ConfigError, match="training.n_iter: .*no such field.*n_iters"):
+    expected = "config.training.n_iter is not a field; the fields of config.training are .*n_iters"
+    with pytest.raises(ConfigError, match=expected):
         validate_config(config)
     config = _config()
     del config.sampling["snr"]
-    with pytest.raises(ConfigError, match="sampling.snr: .*missing"):
+    with pytest.raises(ConfigError, match="config.sampling.snr is missing"):
         validate_config(config)
 
 
-def test_a_config_file_must_exist_and_define_get_config(tmp_path):
+def test_a_config_file_must_exist_define_get_config_and_not_exit(tmp_path):
     with pytest.raises(ConfigError, match="existing Python file"):
         load_config_file(tmp_path / "nope.py")
     empty = tmp_path / "empty.py"
@@ -153,3 +230,7 @@ def test_a_config_file_must_exist_and_define_get_config(tmp_path):
     broken.write_text("def get_config():\n    return 1 / 0\n")
     with pytest.raises(ConfigError, match="ZeroDivisionError"):
         load_config_file(broken)
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(ConfigError, match=r"called sys.exit\(3\)"):
+        load_config_file(exits)

@@ -80,8 +80,29 @@ def test_support_fraction_counts_finite_log_densities():
         lambda: metrics.sliced_wasserstein(torch.zeros(5, 2), torch.zeros(5, 2), n_projections=0),
         lambda: metrics.mean_and_stderr(torch.zeros(1)),
         lambda: metrics.support_fraction(torch.zeros(2, 2)),
+        lambda: metrics.fraction_outside(torch.zeros(5, 2), torch.zeros(5, 3)),
+        lambda: metrics.fraction_outside(torch.zeros(5, 2), torch.zeros(5, 2), coverage=1.0),
     ],
 )
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_fraction_outside_the_data_range_matches_the_box_it_describes():
+    g = torch.Generator().manual_seed(4)
+    reference = torch.randn(200_000, 1, generator=g, dtype=torch.float64)
+    # The box: the 0.05% and 99.95% quantiles of N(0, 1), +-3.2905, widened by 5% of its width
+    # on each side: +-3.6196. Uniform points on [-10, 10] fall outside with probability
+    # 1 - 7.239 / 20 = 0.638 (binomial std 0.0015 at n = 100,000; the quantiles' own error is
+    # about 0.02 in x, 0.001 in the fraction).
+    uniform = 20 * torch.rand(100_000, 1, generator=g, dtype=torch.float64) - 10
+    assert metrics.fraction_outside(uniform, reference) == pytest.approx(0.638, abs=0.006)
+    # Points of the reference's own distribution: well below 0.1% outside (margin included).
+    same = torch.randn(100_000, 1, generator=g, dtype=torch.float64)
+    assert metrics.fraction_outside(same, reference) < 1e-3
+    # Any coordinate outside puts the point outside.
+    far = torch.cat([torch.zeros(10, 1), torch.full((10, 1), 50.0)], dim=1)
+    near = torch.zeros(10, 2)
+    reference_2d = torch.randn(1000, 2, generator=g)
+    assert metrics.fraction_outside(torch.cat([far, near]), reference_2d) == 0.5

@@ -1,6 +1,7 @@
 """The training loop: EMA maths, warm-up, clipping, convergence, exact resume, failures."""
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from scoresde.training import (
     EMA,
     ConfigMismatchError,
     NonFiniteLossError,
+    TrainingInterrupted,
+    TrainState,
     train,
+    train_step,
     warmup_lr,
 )
 
@@ -108,7 +112,7 @@ def test_ema_copy_is_frozen_copies_buffers_and_loads_into_a_model():
     assert all(
         torch.equal(a, b) for a, b in zip(other.parameters(), ema.model.parameters(), strict=True)
     )
-    with pytest.raises(ValueError, match="EMA decay must be a number in \\[0, 1\\), got 1.0"):
+    with pytest.raises(ValueError, match="EMA decay must be a number in \\[0, 1\\); got 1.0"):
         EMA(model, 1.0)
 
 
@@ -192,6 +196,23 @@ def test_loss_decreases_to_the_bayes_error_and_the_ema_model_learns():
     assert result.step == result.steps_run == 300 and result.checkpoint is None
 
 
+def test_one_step_is_one_adam_update_and_a_bad_one_changes_nothing():
+    # theta = 0, loss a * theta with a = 0.5: Adam's first update moves theta by exactly -lr
+    # (bias-corrected moments g and g^2; eps = 1e-8 against |g| = 0.5: relative error 2e-8).
+    state = TrainState.fresh(Scalar(0.0), lr=0.1, seed=0, ema_decay=0.5)
+    loss = train_step(state, linear_loss, torch.tensor([0.5], dtype=torch.float64), lr=0.1,
+                      grad_clip=None)  # fmt: skip
+    assert loss == 0.0 and state.step == 1 and state.losses == [0.0]
+    assert state.model.theta.item() == pytest.approx(-0.1, rel=1e-7)
+    assert state.ema.model.theta.item() == pytest.approx(-0.05, rel=1e-7)  # halfway, decay 0.5
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    nan = torch.tensor([math.nan], dtype=torch.float64)
+    with pytest.raises(NonFiniteLossError, match="step 2: the loss is nan"):
+        train_step(state, linear_loss, nan, lr=0.1, grad_clip=None)
+    assert state.step == 1 and state.losses == [0.0]
+    assert all(torch.equal(v, state.model.state_dict()[k]) for k, v in before.items())
+
+
 # --- resume -----------------------------------------------------------------------------------
 
 RUN = {
@@ -257,6 +278,29 @@ def test_resumed_runs_equal_the_uninterrupted_run_bitwise(tmp_path):
     assert train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **unevaluated).losses == (
         straight.losses
     )
+
+
+def test_ctrl_c_finishes_the_update_checkpoints_it_and_the_run_resumes_bitwise(tmp_path):
+    straight = train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **RUN)
+    calls = []
+
+    def interrupted_at_7(model, x, generator):
+        calls.append(None)
+        if len(calls) == 7:  # Ctrl-C in the middle of update 7
+            signal.raise_signal(signal.SIGINT)
+        return denoising_loss(model, x, generator)
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_net(), interrupted_at_7, gaussian_batch, n_iters=14, workdir=tmp_path, **RUN)
+    assert info.value.step == 7  # update 7 was finished, then saved (not a multiple of 4)
+    assert info.value.checkpoint == tmp_path / "checkpoints" / "step_00000007"
+    assert load_checkpoint(info.value.checkpoint).losses == straight.losses[:7]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(
+        tiny_net(3), denoising_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **RUN
+    )
+    assert resumed.steps_run == 7
+    assert_same_state(straight, resumed)
 
 
 def test_a_different_config_is_refused_unless_allowed(tmp_path):
@@ -347,13 +391,14 @@ def test_progress_bar_shows_the_loss(capsys):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_iters": 0}, "n_iters must be an integer >= 1, got 0"),
-        ({"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
-        ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0, got 0.0"),
-        ({"keep": 0}, "keep must be an integer >= 1, got 0"),
+        ({"n_iters": 0}, "n_iters must be an integer >= 1; got 0"),
+        ({"lr": -1.0}, "lr must be a finite number > 0; got -1.0"),
+        ({"seed": 2**64}, "seed must be an integer in \\[0, 18446744073709551615\\]; got"),
+        ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0; got 0.0"),
+        ({"keep": 0}, "keep must be an integer >= 1; got 0"),
         ({"eval_every": 5}, "eval_every and eval_fn go together"),
         ({"config": {"f": print}}, "config must be JSON-able"),
-        ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0, got -0.1"),
+        ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0; got -0.1"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
@@ -366,5 +411,5 @@ def test_a_non_scalar_loss_is_refused():
     def per_sample(model, batch, generator):
         return model().expand(3)
 
-    with pytest.raises(ValueError, match=r"scalar tensor, got \(3,\)"):
+    with pytest.raises(ValueError, match=r"scalar tensor; got \(3,\)"):
         train(Scalar(), per_sample, slopes([0.5]), n_iters=1, lr=0.1, **QUIET)

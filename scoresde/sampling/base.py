@@ -19,7 +19,7 @@ arguments with defaults; :func:`scoresde.sample` refuses any other option by nam
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +64,15 @@ class SamplerSpec:
         adaptive: whether, with the given options, it chooses its own steps (``times`` then only
             says where it reports the state, and :func:`scoresde.sample` adds the trajectory
             times to its grid and refuses ``num_steps``).
+        choices: for an option that takes one of a set of names, those names (a tuple or a
+            registry), so that the config and the command line can list them.
     """
 
     fn: SamplerFn
     default_steps: int | None
     default_grid: str
     adaptive: Callable[[dict[str, Any]], bool]
+    choices: Mapping[str, Iterable[str]]
 
     @property
     def __name__(self) -> str:  # noqa: A003 (registries name their entries by __name__)
@@ -101,12 +104,14 @@ def register_sampler(
     default_steps: int | None = None,
     default_grid: str = "uniform",
     adaptive: Callable[[dict[str, Any]], bool] | None = None,
+    choices: Mapping[str, Iterable[str]] | None = None,
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator: register the decorated sampler function as ``name`` in :data:`SAMPLERS`, with
-    the defaults of :class:`SamplerSpec` (``adaptive=None``: never adaptive)."""
+    the fields of :class:`SamplerSpec` (``adaptive=None``: never adaptive)."""
 
     def add(fn: SamplerFn) -> SamplerFn:
-        SAMPLERS.add(name, SamplerSpec(fn, default_steps, default_grid, adaptive or _fixed))
+        spec = SamplerSpec(fn, default_steps, default_grid, adaptive or _fixed, choices or {})
+        SAMPLERS.add(name, spec)
         return fn
 
     return add

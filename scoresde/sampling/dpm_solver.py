@@ -56,7 +56,9 @@ VARIANTS = ("ode", "sde")
 """The variants of :func:`dpm_solver`: the probability-flow ODE or the reverse SDE."""
 
 
-@register_sampler("dpm_solver", default_steps=20, default_grid="log_snr")
+@register_sampler(
+    "dpm_solver", default_steps=20, default_grid="log_snr", choices={"variant": VARIANTS}
+)
 def dpm_solver(
     sde: SDE,
     score_fn: ScoreFn,

@@ -39,7 +39,7 @@ def _is_adaptive(options: dict[str, Any]) -> bool:
     return options.get("method", "dopri5") in ADAPTIVE_METHODS
 
 
-@register_sampler("ode", adaptive=_is_adaptive)
+@register_sampler("ode", adaptive=_is_adaptive, choices={"method": ODE_METHODS})
 def probability_flow(
     sde: SDE,
     score_fn: ScoreFn,

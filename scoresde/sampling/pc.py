@@ -29,7 +29,7 @@ from scoresde.validation import check_choice, check_int, check_positive
 __all__ = ["pc", "euler_maruyama"]
 
 
-@register_sampler("pc")
+@register_sampler("pc", choices={"predictor": PREDICTORS, "corrector": CORRECTORS})
 def pc(
     sde: SDE,
     score_fn: ScoreFn,

@@ -1,0 +1,668 @@
+"""A run as code: build its parts once from a config, then train, sample, evaluate and draw.
+
+    config = load_config_file("configs/toy/vp.py")      # any validated ConfigDict
+    parts = build(config)                              # every check before any work
+    trained = train(parts)                             # or load_trained(parts, checkpoint)
+    score_fn = parts.score_fn(trained.ema_model)       # sample with the EMA weights
+    drawn = sample(parts, score_fn)
+    measured = evaluate(parts, score_fn, drawn.samples)
+    figures = draw(parts, trained.losses, drawn, measured)   # name -> matplotlib Figure
+
+:func:`build` turns a config into :class:`Parts` (dataset, SDE, network, training loss, score
+function, sampler and likelihood settings, random streams) and tries them together, so a setting
+that cannot work is refused with a :class:`~scoresde.config.ConfigError` before anything runs. Each
+stage takes the parts (and a score function where it needs one) and returns numbers and tensors; the
+stages write nothing but checkpoints (:func:`train` with a ``workdir``). :func:`scoresde.rundir.run`
+puts them together into a run directory, and ``scoresde.run`` is its command line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from ml_collections import ConfigDict
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from scoresde import metrics, training
+from scoresde.checkpoint import Checkpoint
+from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
+from scoresde.datasets.toy import ToyDensity, batch_sampler, get_dataset
+from scoresde.likelihood import log_likelihood
+from scoresde.losses import get_loss_fn
+from scoresde.nets import get_model
+from scoresde.sampling import SAMPLERS
+from scoresde.sampling import sample as sample_sde
+from scoresde.score import get_score_fn
+from scoresde.sde import SDE, ScoreFn, batch_broadcast
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "Parts",
+    "build",
+    "stream_generator",
+    "sampler_options",
+    "likelihood_options",
+    "Trained",
+    "Drawn",
+    "Measured",
+    "train",
+    "load_trained",
+    "sample",
+    "evaluate",
+    "draw",
+    "support_is_bounded",
+]
+
+#: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
+#: the seed itself), each an independent generator (:meth:`Parts.generator`).
+STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4}
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A generator for the random stream ``stream`` (a key of :data:`STREAMS`) of a run.
+
+    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
+    one run, and the same stream of runs with nearby seeds, are independent.
+    """
+    words = np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """Everything a run is made of, built once from its config by :func:`build`.
+
+    Attributes:
+        config: the validated config.
+        dataset: the toy density ``config.data.name``.
+        sde: the forward SDE of ``config.sde``.
+        model: the network of ``config.model``, initialised from the seed (:func:`train` trains it
+            in place).
+        data_std: the data's per-feature std for input scaling (``model.data_std``, or estimated
+            from 10,000 points of the ``"data_std"`` stream).
+        loss_fn: the training loss ``loss_fn(model, batch, generator)`` of ``config.training``.
+        sampling: the keyword arguments of :func:`scoresde.sample` (:func:`sampler_options`).
+        likelihood: those of :func:`scoresde.log_likelihood` (:func:`likelihood_options`).
+    """
+
+    config: ConfigDict
+    dataset: ToyDensity
+    sde: SDE
+    model: nn.Module
+    data_std: float
+    loss_fn: training.TrainingLoss
+    sampling: dict[str, Any]
+    likelihood: dict[str, Any]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+    def generator(self, stream: str) -> torch.Generator:
+        """A generator for the random stream ``stream`` of the run (:func:`stream_generator`)."""
+        return stream_generator(self.seed, stream)
+
+    def score_fn(self, model: Callable[[Tensor, Tensor], Tensor]) -> ScoreFn:
+        """The score function of ``model`` under ``config.model.parameterization``."""
+        return _score_fn(self.config, self.sde, model, self.data_std)
+
+
+def sampler_options(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of :func:`scoresde.sample` set by ``config.sampling``.
+
+    This is the one place that maps the ``sampling`` group to the sampler's arguments; the run
+    (:func:`sample`) and the check in :func:`build` both use it.
+    """
+    c = config.sampling
+    spec = SAMPLERS.lookup(c.sampler)
+    own = {name: c[name] for name in spec.options if c.get(name) is not None}
+    grid = ("num_steps", "grid", "eps", "rho", "sigma_max", "sigma_min", "denoise")
+    common = {name: c[name] for name in grid if c[name] is not None}
+    if spec.adaptive(own):  # it chooses its own steps; the config's count is for other samplers
+        common.pop("num_steps", None)
+    return {"sampler": c.sampler, **common, **own}
+
+
+def likelihood_options(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of :func:`scoresde.log_likelihood` set by ``config.eval``."""
+    c = config.eval
+    return {name: c[name] for name in ("eps", "method", "rtol", "atol", "trace", "n_probes")}
+
+
+def _score_fn(config: ConfigDict, sde: SDE, model: Callable, data_std: float) -> ScoreFn:
+    c = config.model
+    return get_score_fn(
+        sde, model, c.parameterization, input_scaling=c.input_scaling, data_std=data_std
+    )
+
+
+def _network(config: ConfigDict, sde: SDE, dim: int, generator: torch.Generator) -> nn.Module:
+    """The network of ``config.model``; a sinusoidal embedding's ``time_scale = None`` means
+    ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``."""
+    c = config.model
+    return get_model(
+        c.name,
+        dim=dim,
+        hidden=c.hidden,
+        depth=c.depth,
+        embedding=c.embedding,
+        embed_dim=c.embed_dim,
+        fourier_scale=c.fourier_scale,
+        time_scale=(sde.N - 1) / sde.T if c.time_scale is None else c.time_scale,
+        generator=generator,
+    )
+
+
+def _training_loss(config: ConfigDict, sde: SDE, data_std: float) -> training.TrainingLoss:
+    """``loss_fn(model, batch, generator)``: the score-level loss of
+    :func:`scoresde.losses.get_loss_fn` (``kind = training.loss``; the options ``weighting``,
+    ``importance_sampling`` and ``eps`` apply to ``"dsm"``, ``reduce`` to every kind) around the
+    model's score function."""
+    c = config.training
+    options: dict[str, Any] = {"reduce": c.reduce}
+    if c.loss == "dsm":
+        options.update(weighting=c.weighting, importance_sampling=c.importance_sampling, eps=c.eps)
+    score_loss = get_loss_fn(sde, kind=c.loss, **options)
+
+    def loss_fn(model: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
+        return score_loss(_score_fn(config, sde, model, data_std), batch, generator)
+
+    return loss_fn
+
+
+def _negative_identity(x: Tensor, t: Tensor) -> Tensor:
+    """The score ``-x`` of ``N(0, I)``: finite everywhere, for trying out a sampler."""
+    return -x
+
+
+def _in_group(group: str, step: Callable[[], Any]) -> Any:
+    """``step()``, its ``ValueError`` turned into a :class:`ConfigError` naming ``group``."""
+    try:
+        return step()
+    except ValueError as err:
+        raise ConfigError.in_group(group, str(err)) from err
+
+
+def build(config: ConfigDict) -> Parts:
+    """The parts of the run ``config``, each checked, and all of them tried together.
+
+    Fields are checked by :func:`~scoresde.config.validate_config`; then the SDE, the network and
+    the loss are built (their constructors refuse what they cannot do); the sampler and the
+    likelihood are run once on one point with the score ``-x`` (milliseconds), so that any
+    combination they refuse is refused now, by their own checks; and the memory each stage needs is
+    estimated and compared with what the machine has (:func:`check_memory`).
+
+    Raises:
+        ConfigError: naming the field or the group at fault.
+    """
+    validate_config(config)
+    sde = _in_group("sde", lambda: SDES.build(config.sde.name, **sde_options(config)))
+    dataset = get_dataset(config.data.name)
+    check_memory(config, sde, dataset.dim)
+    model = _in_group(
+        "model", lambda: _network(config, sde, dataset.dim, stream_generator(config.seed, "init"))
+    )
+    if config.model.data_std is None:
+        points = dataset.sample(10_000, stream_generator(config.seed, "data_std"))
+        data_std = float(points.std())
+    else:
+        data_std = float(config.model.data_std)
+    parts = Parts(
+        config=config,
+        dataset=dataset,
+        sde=sde,
+        model=model,
+        data_std=data_std,
+        loss_fn=_in_group("training", lambda: _training_loss(config, sde, data_std)),
+        sampling=sampler_options(config),
+        likelihood=likelihood_options(config),
+    )
+    one = torch.zeros(1, dataset.dim)
+    generator = torch.Generator().manual_seed(0)
+    _in_group(
+        "sampling",
+        lambda: sample_sde(
+            sde, _negative_identity, one.shape, generator=generator, **parts.sampling
+        ),
+    )
+    _in_group(
+        "eval",
+        lambda: log_likelihood(
+            sde, _negative_identity, one, generator=generator, **parts.likelihood
+        ),
+    )
+    return parts
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``; else physical memory; else None)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class _CountOutputs(TorchDispatchMode):
+    """Counts the elements of every tensor the operations under it return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(value, Tensor):
+                self.elements += value.numel()
+        return out
+
+
+def _network_footprint(config: ConfigDict, sde: SDE, dim: int) -> tuple[int, int]:
+    """``(parameters, activation elements per point)`` of the network, without allocating it.
+
+    The network is built on PyTorch's ``meta`` device (shapes only); the activations per point
+    are the elements its forward pass creates for a batch of 2 minus those for a batch of 1, so
+    the weights' own views do not count.
+    """
+    with torch.device("meta"):
+        net = _in_group("model", lambda: _network(config, sde, dim, torch.Generator()))
+        counts = []
+        for batch in (1, 2):
+            with _CountOutputs() as counter:
+                net(torch.zeros(batch, dim), torch.full((batch,), 0.5))
+            counts.append(counter.elements)
+    return sum(p.numel() for p in net.parameters()), max(counts[1] - counts[0], 1)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+def check_memory(config: ConfigDict, sde: SDE, dim: int, available: int | None = None) -> None:
+    """Refuse a config whose stages need more memory than the machine has, before any work.
+
+    Estimates, in float32 bytes (4 per element), with ``P`` the network's parameters and ``A`` its
+    activations per point (:func:`_network_footprint`)::
+
+        network   P * 4 * 6          weights, gradients, Adam's two moments, EMA, a checkpoint copy
+        training  batch * A * 4 * 3  activations kept for the backward pass, and their gradients
+        sampling  n * (A + dim * (K + 4)) * 4 + steps * 8 * 16   K trajectory times, the time grid
+        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out or the density grid) with D
+                                              vector-Jacobian products (exact trace; n_probes for
+                                              Hutchinson)
+
+    Each is an upper-bound style estimate (every intermediate counted as alive at once), so it
+    refuses only sizes that cannot fit, such as a 100,000 x 100,000 density grid.
+
+    Raises:
+        ConfigError: naming the field that makes the largest need, the need and what is available.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    params, act = _network_footprint(config, sde, dim)
+    t, s, e = config.training, config.sampling, config.eval
+    steps = s.num_steps or sde.N
+    traces = dim if e.trace == "exact" or (e.trace == "auto" and dim <= 16) else e.n_probes
+    grid_points = e.density_grid**2
+    needs = [
+        ("model.hidden", "the network's weights and optimiser state", params * 4 * 6),
+        ("training.batch_size", "a training batch", t.batch_size * act * 4 * 3),
+        (
+            "sampling.n_samples",
+            f"sampling {s.n_samples} points",
+            s.n_samples * (act + dim * (e.n_process_times + 4)) * 4,
+        ),
+        ("sampling.num_steps", f"a time grid of {steps} steps", steps * 8 * 16),
+        ("eval.n_eval", "the held-out likelihood", e.n_eval * act * 12 * (traces + 1)),
+        (
+            "eval.density_grid",
+            f"the likelihood of a {e.density_grid} x {e.density_grid} density grid",
+            grid_points * act * 12 * (traces + 1),
+        ),
+    ]
+    field, what, need = max(needs, key=lambda item: item[2])
+    if need > available:
+        value = config[field.split(".")[0]][field.split(".")[1]]
+        raise ConfigError(
+            field,
+            f"config.{field} = {value!r} does not fit: {what} needs about {_bytes(need)}, and "
+            f"{_bytes(available)} of memory is available",
+        )
+
+
+# -- the stages --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Trained:
+    """What :func:`train` returns.
+
+    Attributes:
+        model, ema_model: the trained network and its EMA copy (sample with the EMA).
+        losses: the loss of every update, resumed ones included.
+        section: the ``training`` section of ``metrics.json`` (empty for a loaded model).
+    """
+
+    model: nn.Module
+    ema_model: nn.Module
+    losses: list[float]
+    section: dict[str, Any]
+
+
+def train_settings(config: ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of :func:`scoresde.training.train` set by ``config.training``."""
+    c = config.training
+    names = ("n_iters", "lr", "warmup", "grad_clip", "ema_decay", "ema_warmup", "checkpoint_every")
+    return {name: c[name] for name in names}
+
+
+def train(
+    parts: Parts, workdir: str | os.PathLike[str] | None = None, *, progress: bool = False
+) -> Trained:
+    """Train ``parts.model`` (resuming from ``workdir``'s newest checkpoint, if any).
+
+    Every ``training.eval_every`` updates the EMA model's loss on one held-out batch (drawn once
+    from the ``"eval"`` stream, with the same stream's noise) is recorded.
+
+    Raises:
+        see :func:`scoresde.training.train`.
+    """
+    c = parts.config.training
+    held_out = parts.dataset.sample(c.batch_size, parts.generator("eval"))
+
+    def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
+        with torch.no_grad():
+            loss = parts.loss_fn(ema_model, held_out, parts.generator("eval"))
+        return {"ema_held_out_loss": float(loss)}
+
+    result = training.train(
+        parts.model,
+        parts.loss_fn,
+        batch_sampler(parts.dataset, c.batch_size),
+        seed=parts.seed,
+        workdir=workdir,
+        eval_every=c.eval_every or None,
+        eval_fn=held_out_loss if c.eval_every else None,
+        config=trained_fields(parts.config),
+        progress=progress,
+        **train_settings(parts.config),
+    )
+    tail = result.losses[-min(len(result.losses), 500) :]
+    section = {
+        "steps": result.step,
+        "steps_this_run": result.steps_run,
+        "final_loss_mean_last_500": float(np.mean(tail)),
+        "evals": result.evals,
+        "wall_time_s": result.wall_time,
+    }
+    return Trained(result.model, result.ema_model, result.losses, section)
+
+
+def load_trained(parts: Parts, checkpoint: Checkpoint) -> Trained:
+    """The network of ``parts`` with the raw and the EMA weights of ``checkpoint``."""
+    model, ema_model = copy.deepcopy(parts.model), copy.deepcopy(parts.model)
+    model.load_state_dict(checkpoint.model)
+    ema_model.load_state_dict(checkpoint.ema)
+    ema_model.eval().requires_grad_(False)
+    return Trained(model, ema_model, list(checkpoint.losses), section={})
+
+
+@dataclasses.dataclass
+class Drawn:
+    """What :func:`sample` returns.
+
+    Attributes:
+        samples: ``(n_samples, dim)`` float32 samples.
+        data: as many fresh data points, for the figure.
+        times: the times of the process figure, decreasing from ``T``.
+        reverse: the sampler's state at ``times``; forward: the noised data at ``times``.
+        section: the ``sampling`` section of ``metrics.json``.
+    """
+
+    samples: Tensor
+    data: Tensor
+    times: list[float]
+    reverse: list[Tensor]
+    forward: list[Tensor]
+    section: dict[str, Any]
+
+
+def _forward_marginals(
+    sde: SDE, x0: Tensor, times: list[float], generator: torch.Generator
+) -> list[Tensor]:
+    """Samples of the forward process ``x_t ~ N(mean(x0, t), std(t)^2 I)`` at each of ``times``."""
+    out = []
+    for t in times:
+        mean, std = sde.marginal_prob(x0, torch.full((x0.shape[0],), t, dtype=x0.dtype))
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        out.append(mean + batch_broadcast(std, x0) * noise)
+    return out
+
+
+def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
+    """Draw ``sampling.n_samples`` samples with the sampler of ``config.sampling``.
+
+    All randomness comes from the ``"sample"`` stream, so the samples are a function of the
+    weights, the config and the seed. The process figure's times are geometric from ``T`` to the
+    sampler's end ``eps``: the distribution changes fastest near ``eps``.
+    """
+    c, sde = parts.config.sampling, parts.sde
+    generator = parts.generator("sample")
+    eps = sde.sampling_eps if c.eps is None else c.eps
+    wanted = np.geomspace(sde.T, eps, parts.config.eval.n_process_times).tolist()
+    began = time.perf_counter()
+    info = sample_sde(
+        sde,
+        score_fn,
+        (c.n_samples, parts.dataset.dim),
+        generator=generator,
+        trajectory_times=wanted,
+        return_info=True,
+        **parts.sampling,
+    )
+    wall = time.perf_counter() - began
+    data = parts.dataset.sample(c.n_samples, generator)
+    times = info.times.tolist()
+    section = {
+        "sampler": c.sampler,
+        "predictor": c.predictor if c.sampler == "pc" else None,
+        "corrector": c.corrector if c.sampler == "pc" else None,
+        "n_samples": c.n_samples,
+        "nfe": info.nfe,
+        "wall_time_s": wall,
+    }
+    return Drawn(
+        samples=info.samples.to(torch.float32),
+        data=data,
+        times=times,
+        reverse=list(info.trajectory),
+        forward=_forward_marginals(sde, data, times, generator),
+        section=section,
+    )
+
+
+@dataclasses.dataclass
+class Measured:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        likelihood: the ``likelihood`` section of ``metrics.json``.
+        density_grid: its ``density_grid`` section.
+        samples: its ``samples`` section (``None`` without samples).
+        extent: ``(x_min, x_max, y_min, y_max)`` of the density grid.
+        model_log_prob, true_log_prob: ``(g, g)`` log-densities on it (the true one or ``None``).
+    """
+
+    likelihood: dict[str, Any]
+    density_grid: dict[str, Any]
+    samples: dict[str, Any] | None
+    extent: tuple[float, float, float, float]
+    model_log_prob: Tensor
+    true_log_prob: Tensor | None
+
+
+def support_is_bounded(dataset: ToyDensity) -> bool:
+    """Whether ``dataset``'s density is zero somewhere (``log_prob = -inf``), so that the fraction
+    of samples in its support says something. Tested on a grid over three times the extent of
+    2,000 points; datasets without an exact ``log_prob`` are not bounded as far as we can tell."""
+    if not dataset.has_exact_log_prob:
+        return False
+    points = dataset.sample(2000, torch.Generator().manual_seed(0)).to(torch.float64)
+    lim = 3 * float(points.abs().max())
+    axis = torch.linspace(-lim, lim, 61, dtype=torch.float64)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    return bool(torch.isinf(dataset.log_prob(torch.stack([xs.flatten(), ys.flatten()], 1))).any())
+
+
+#: Samples outside the box of the data's 0.05 % and 99.95 % quantiles per coordinate (widened by
+#: 5 % of its size) beyond this fraction mean the samples are far off the data.
+FAR_OFF_FRACTION = 0.05
+
+
+def _sample_quality(
+    dataset: ToyDensity, samples: Tensor, entropy: float, generator: torch.Generator
+) -> dict[str, Any]:
+    """Distances of ``samples`` to fresh data and, where the density is known, their fit to it."""
+    fresh = dataset.sample(samples.shape[0], generator)
+    outside = metrics.fraction_outside(samples, fresh)
+    out: dict[str, Any] = {
+        "n": samples.shape[0],
+        "energy_distance": metrics.energy_distance(samples, fresh),
+        "sliced_wasserstein": metrics.sliced_wasserstein(samples, fresh, generator=generator),
+        "fraction_outside_data": outside,
+        "far_from_data": outside > FAR_OFF_FRACTION,
+    }
+    if dataset.has_exact_log_prob:
+        logp = dataset.log_prob(samples.to(torch.float64))
+        cross_entropy, stderr = metrics.mean_and_stderr(-logp)
+        out["cross_entropy"] = cross_entropy
+        out["cross_entropy_stderr"] = stderr
+        out["cross_entropy_minus_entropy"] = cross_entropy - entropy
+        if support_is_bounded(dataset):
+            out["fraction_in_support"] = metrics.support_fraction(logp)
+    mixture = getattr(dataset, "mixture", None)
+    if mixture is not None:
+        weights = mixture.mode_weights(samples.to(torch.float64))
+        out["mode_weights"] = weights.tolist()
+        out["max_mode_weight_error"] = float((weights - mixture.weights).abs().max())
+    return out
+
+
+def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> Measured:
+    """Held-out NLL against the entropy, the model's density on a grid, and the sample metrics.
+
+    ``nll_minus_entropy`` is, where the data's density is known, the mean over the same held-out
+    points of ``log p_data(x) - log p_model(x)``, an estimate of ``KL(data || model) >= 0`` with a
+    small variance; elsewhere the difference of the two means. All randomness comes from the
+    ``"eval"`` stream.
+    """
+    sde, dataset, e = parts.sde, parts.dataset, parts.config.eval
+    generator = parts.generator("eval")
+    x = dataset.sample(e.n_eval, generator)
+    began = time.perf_counter()
+    result = log_likelihood(
+        sde, score_fn, x, generator=generator, return_info=True, **parts.likelihood
+    )
+    nll_time = time.perf_counter() - began
+    nll_per_point = -result.logp.to(torch.float64)
+    nll, nll_se = metrics.mean_and_stderr(nll_per_point)
+    entropy, entropy_se = dataset.entropy()
+    if dataset.has_exact_log_prob:
+        gap, gap_se = metrics.mean_and_stderr(dataset.log_prob(x.to(torch.float64)) + nll_per_point)
+    else:
+        gap, gap_se = nll - entropy, math.hypot(nll_se, entropy_se)
+    likelihood = {
+        "n_eval": e.n_eval,
+        "nll": nll,
+        "nll_stderr": nll_se,
+        "nll_median": float(nll_per_point.median()),
+        "nll_max": float(nll_per_point.max()),
+        "entropy": entropy,
+        "entropy_stderr": entropy_se,
+        "nll_minus_entropy": gap,
+        "nll_minus_entropy_stderr": gap_se,
+        "nfe": result.nfe,
+        "wall_time_s": nll_time,
+    }
+
+    lim = 1.1 * float(x.abs().max())
+    g = e.density_grid
+    axis = torch.linspace(-lim, lim, g)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=1)
+    began = time.perf_counter()
+    on_grid = log_likelihood(
+        sde, score_fn, grid, generator=generator, return_info=True, **parts.likelihood
+    )
+    grid_time = time.perf_counter() - began
+    truth = None
+    if dataset.has_exact_log_prob:
+        truth = dataset.log_prob(grid.to(torch.float64)).reshape(g, g)
+    quality = None if samples is None else _sample_quality(dataset, samples, entropy, generator)
+    return Measured(
+        likelihood=likelihood,
+        density_grid={"points": g * g, "nfe": on_grid.nfe, "wall_time_s": grid_time},
+        samples=quality,
+        extent=(-lim, lim, -lim, lim),
+        model_log_prob=on_grid.logp.reshape(g, g),
+        true_log_prob=truth,
+    )
+
+
+def draw(
+    parts: Parts,
+    losses: list[float] | None = None,
+    drawn: Drawn | None = None,
+    measured: Measured | None = None,
+) -> dict[str, Figure]:
+    """The figures of whatever stages ran, by file name: ``loss.png``, ``samples.png``,
+    ``process.png``, ``density.png``."""
+    from scoresde import plotting  # matplotlib only when drawing: a refused run starts faster
+
+    c = parts.config
+    what = f"{c.data.name}, {c.sde.name} SDE"
+    figures = {}
+    if losses:
+        figures["loss.png"] = plotting.plot_loss(
+            np.arange(1, len(losses) + 1), losses, title=f"training loss: {what}"
+        )
+    if drawn is not None:
+        title = f"{what}, {c.sampling.sampler} sampler: {c.sampling.n_samples} samples"
+        figures["samples.png"] = plotting.plot_samples(drawn.data, drawn.samples, title=title)
+        figures["process.png"] = plotting.plot_process(
+            drawn.forward, drawn.reverse, drawn.times, title=f"diffusion: {what}"
+        )
+    if measured is not None:
+        figures["density.png"] = plotting.plot_density(
+            measured.extent,
+            measured.model_log_prob,
+            measured.true_log_prob,
+            title=f"log-density: {what}",
+        )
+    return figures

@@ -1,0 +1,360 @@
+"""A run directory: the stages of :mod:`scoresde.pipeline` run into one directory, safely.
+
+:func:`run` does a mode (``train``, ``sample``, ``eval`` or ``all``) of a run into its directory::
+
+    .lock           held (``flock``) by the process working in the directory
+    config.json     the config of the last invocation
+    checkpoints/    model, EMA, optimizer, RNG states and loss history (scoresde.checkpoint)
+    loss.png        the training loss
+    samples.npy     n_samples x dim float32 samples from the EMA model
+    samples.png     fresh data next to the samples
+    process.png     the forward diffusion and the reverse process at a few times
+    density.png     the model's log-density (probability-flow likelihood) next to the true one
+    metrics.json    what the stages measured, one section each (docs/cli.md lists every field)
+
+Everything that can refuse a run is checked before anything is written: a directory that is a file
+or not writable, another process working in it (the lock), a corrupt checkpoint, a checkpoint of a
+different run, no trained model to sample, samples that are not an array of points. Every file is
+written to a temporary name and renamed into place, so an interrupted run leaves the old file or
+the new one, never half of one. Training a model further deletes what described the old one (its
+samples, figures and their ``metrics.json`` sections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from scoresde import pipeline
+from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
+from scoresde.config import trained_fields
+from scoresde.training import differences
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one process per run directory is then up to the user)
+    fcntl = None
+
+__all__ = ["MODES", "RunError", "RunDirectory", "run", "check_output_file"]
+
+MODES = ("train", "sample", "eval", "all")
+CHECKPOINTS = "checkpoints"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.npy"
+LOCK_FILE = ".lock"
+FIGURES = ("loss.png", "samples.png", "process.png", "density.png")
+OUTPUTS = (SAMPLES_FILE, *FIGURES, METRICS_FILE)
+#: What a trained model's samples and measurements are, in files and metrics.json sections.
+_OF_THE_MODEL = (SAMPLES_FILE, "samples.png", "process.png", "density.png")
+_SECTIONS_OF_THE_MODEL = ("sampling", "samples", "likelihood", "density_grid")
+
+
+class RunError(Exception):
+    """A run that cannot proceed: a directory it cannot use, another run's directory, no model."""
+
+
+class RunDirectory:
+    """The files of one run in ``path`` (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def check_usable(self) -> None:
+        """Refuse a directory this process cannot make, write or lock, creating nothing.
+
+        Raises:
+            RunError: the path or its ``checkpoints`` is a file, an output name is a directory,
+                the path lies under a file, or the directory (or its nearest existing parent) is
+                not writable.
+        """
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise RunError(f"--workdir {path} is a file, not a directory")
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise RunError(f"--workdir {path} lies under {existing}, which is a file")
+        _probe_writable(existing, path)
+        checkpoints = self / CHECKPOINTS
+        if checkpoints.exists():
+            if not checkpoints.is_dir():
+                raise RunError(f"{checkpoints} is a file; the run keeps its checkpoints there")
+            _probe_writable(checkpoints, path)
+        for name in (*OUTPUTS, CONFIG_FILE, LOCK_FILE):
+            if (self / name).is_dir():
+                raise RunError(f"{self / name} is a directory; the run writes a file there")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock (creating the directory) for the block.
+
+        Raises:
+            RunError: another process holds it.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self / LOCK_FILE, "a+") as f:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    holder = f.read().strip() or "unknown"
+                    raise RunError(
+                        f"{self.path} is in use by another scoresde run (process {holder}); "
+                        "wait for it to finish, or choose another --workdir"
+                    ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+
+    def has_checkpoints(self) -> bool:
+        return latest_checkpoint(self / CHECKPOINTS) is not None
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, read and verified, or ``None`` when there is none.
+
+        Raises:
+            CheckpointError: it is incomplete or corrupt (nothing is changed).
+        """
+        path = latest_checkpoint(self / CHECKPOINTS)
+        if path is None:
+            return None
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            raise CheckpointError(
+                err.path, f"{err.reason}; nothing was changed (move {path} aside, or --overwrite)"
+            ) from err
+
+    def discard(self) -> None:
+        """Delete the checkpoints and outputs of the run (other files are left alone)."""
+        shutil.rmtree(self / CHECKPOINTS, ignore_errors=True)
+        for name in (*OUTPUTS, CONFIG_FILE):
+            (self / name).unlink(missing_ok=True)
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write ``data`` to ``name`` atomically (a temporary file renamed into place)."""
+        tmp = self / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            with open(tmp, "xb") as f:  # permissions from the umask, as any new file
+                f.write(data)
+            os.replace(tmp, self / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def save_figure(self, name: str, figure: Figure) -> None:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120)
+        self.write(name, buffer.getvalue())
+
+    def save_samples(self, samples: torch.Tensor) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, samples.numpy(), allow_pickle=False)
+        self.write(SAMPLES_FILE, buffer.getvalue())
+
+    def load_samples(self, dim: int) -> torch.Tensor | None:
+        """``samples.npy`` checked (:func:`read_samples`), or ``None`` when there is none.
+
+        Raises:
+            RunError: the file is not an array of finite ``dim``-dimensional points.
+        """
+        path = self / SAMPLES_FILE
+        if not path.is_file():
+            return None
+        try:
+            return read_samples(path, dim)
+        except ValueError as err:
+            raise RunError(f"{err}; run --mode sample to draw new samples") from None
+
+    def metrics(self) -> dict[str, Any]:
+        path = self / METRICS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def update_metrics(self, sections: dict[str, Any], drop: Sequence[str] = ()) -> None:
+        """Replace ``sections`` of ``metrics.json`` and remove the sections ``drop``."""
+        current = self.metrics()
+        for key in drop:
+            current.pop(key, None)
+        current.update(_jsonable(sections))
+        self.write(METRICS_FILE, (json.dumps(current, indent=2, allow_nan=False) + "\n").encode())
+
+    def forget_the_model(self) -> None:
+        """Delete the samples, figures and metrics of a model that training has just changed."""
+        for name in _OF_THE_MODEL:
+            (self / name).unlink(missing_ok=True)
+        self.update_metrics({}, drop=_SECTIONS_OF_THE_MODEL)
+
+
+def read_samples(path: Path, dim: int) -> torch.Tensor:
+    """Samples saved by a run (``samples.npy``), checked: a float array ``(n >= 2, dim)``, finite.
+
+    Read with ``allow_pickle=False``: a pickled array is refused, not run.
+
+    Raises:
+        ValueError: the file is not such an array (the message says what it is).
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"{path} must hold floating-point samples; it holds {kind}")
+    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] != dim:
+        raise ValueError(f"{path} must hold samples of shape (n >= 2, {dim}); got {array.shape}")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise ValueError(f"{path} holds {bad} non-finite samples")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` within the block (0: leave torch's choice)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probe_writable(directory: Path, workdir: Path) -> None:
+    """Create and remove a temporary directory in ``directory``: the honest test of writing."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory, prefix=".scoresde-probe-"))
+    except OSError as err:
+        raise RunError(
+            f"--workdir {workdir} cannot be written: {directory} refuses new files "
+            f"({err.strerror or err})"
+        ) from None
+
+
+def check_output_file(name: str, path: str | os.PathLike[str]) -> Path:
+    """``path`` if a file can be written there (its directory exists and accepts new files), so a
+    script can refuse a bad output path before it works for minutes.
+
+    Raises:
+        ValueError: ``name cannot be written: ...``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} cannot be written: {path} is a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=path.absolute().parent, prefix=".scoresde-probe-"))
+    except OSError as err:
+        raise ValueError(f"{name} cannot be written: {path} ({err.strerror or err})") from None
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` (JSON has no inf or NaN)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run(
+    parts: pipeline.Parts,
+    workdir: str | os.PathLike[str],
+    *,
+    mode: str = "all",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Do ``mode`` for ``parts`` in ``workdir``; the metrics written, as a dict.
+
+    ``train`` trains (resuming from the newest checkpoint), ``sample`` draws samples from the EMA
+    weights, ``eval`` measures the likelihood and the samples, ``all`` does the three. A directory
+    belongs to one run: a checkpoint trained with other data, model, SDE, training settings or seed
+    is refused unless ``overwrite`` discards it. Sampling and evaluation settings, and
+    ``training.n_iters`` (to train longer), may change between invocations.
+
+    Raises:
+        RunError, CheckpointError: the run cannot start (nothing was written).
+        NonFiniteLossError, TrainingInterrupted: training stopped (see :func:`scoresde.train`).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    trains = mode in ("train", "all")
+    if overwrite and not trains:
+        raise RunError(
+            f"--overwrite discards the trained model, so it needs --mode train or all, not {mode}"
+        )
+    began = time.perf_counter()
+    rundir = RunDirectory(workdir)
+    rundir.check_usable()
+    if not trains and not rundir.has_checkpoints():
+        raise RunError(f"no trained model in {rundir / CHECKPOINTS}; run with --mode train first")
+    with rundir.locked(), torch_threads(parts.config.threads):
+        checkpoint = None if overwrite else rundir.latest_checkpoint()
+        if checkpoint is not None:
+            found = differences(checkpoint.config, trained_fields(parts.config))
+            if found:
+                raise RunError(
+                    f"{rundir.path} holds a run with a different config ({'; '.join(found)}); "
+                    "pass --overwrite to discard it, or choose another --workdir"
+                )
+        if not trains and checkpoint is None:
+            raise RunError(f"no trained model in {rundir / CHECKPOINTS}; run --mode train first")
+        saved = rundir.load_samples(parts.dataset.dim) if mode == "eval" else None
+        if overwrite:
+            rundir.discard()
+        config = parts.config
+        rundir.write(CONFIG_FILE, (config.to_json(indent=2) + "\n").encode())
+        info = {"dataset": config.data.name, "sde": config.sde.name, "seed": config.seed}
+        rundir.update_metrics({"run": info})
+
+        if trains:
+            trained = pipeline.train(parts, rundir.path, progress=progress)
+            if trained.section["steps_this_run"]:
+                rundir.forget_the_model()
+            rundir.update_metrics({"training": trained.section})
+        else:
+            trained = pipeline.load_trained(parts, checkpoint)
+        score_fn = parts.score_fn(trained.ema_model)
+        drawn = measured = None
+        if mode in ("sample", "all"):
+            drawn = pipeline.sample(parts, score_fn)
+            rundir.save_samples(drawn.samples)
+            rundir.update_metrics({"sampling": drawn.section}, drop=["samples"])
+        if mode in ("eval", "all"):
+            samples = drawn.samples if drawn is not None else saved
+            measured = pipeline.evaluate(parts, score_fn, samples)
+            sections = {"likelihood": measured.likelihood, "density_grid": measured.density_grid}
+            if measured.samples is not None:
+                sections["samples"] = measured.samples
+            rundir.update_metrics(sections, drop=["samples"])
+        losses = trained.losses if trains else None
+        for name, figure in pipeline.draw(parts, losses, drawn, measured).items():
+            rundir.save_figure(name, figure)
+        info.update(mode=mode, wall_time_s=time.perf_counter() - began)
+        rundir.update_metrics({"run": info})
+        return rundir.metrics()
