@@ -47,8 +47,8 @@ def chain_transitions(sde: SDE, times: Tensor, who: str) -> tuple[Tensor, Tensor
         raise ValueError(
             f"predictor={who!r} steps along the discrete chain of {sde!r}, which does not move "
             f"between t={times[i].item():.6g} and t={times[i + 1].item():.6g} (both in one of its "
-            f"{sde.N} steps of {sde.T / (sde.N - 1):.4g} in time); every step of the grid must cross "
-            "one of the chain's: use fewer or longer steps, or the 'euler_maruyama' predictor"
+            f"{sde.N} steps of {sde.T / (sde.N - 1):.4g} in time); every step of the grid must "
+            "cross one of the chain's: use fewer or longer steps, or the 'euler_maruyama' predictor"
         )
     return a, v, S[1:] ** 2 / S[:-1] ** 2
 
