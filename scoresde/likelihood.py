@@ -338,12 +338,12 @@ def bits_per_dim(
     ):
         described = x.dtype if isinstance(x, Tensor) else type(x)
         raise ValueError(
-            f"x must be an integer tensor of bin indices 0..{num_bins - 1}, got {described}; "
+            f"x must be an integer tensor of bin indices 0..{num_bins - 1}; got {described}; "
             f"convert data k / {num_bins - 1} in [0, 1] with (x * {num_bins - 1}).round().long()"
         )
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_bins):
         raise ValueError(
-            f"x must hold bin indices in [0, {num_bins - 1}], got values in "
+            f"x must hold bin indices in [0, {num_bins - 1}]; got values in "
             f"[{int(x.min())}, {int(x.max())}]"
         )
     dtype = torch.get_default_dtype() if dtype is None else dtype

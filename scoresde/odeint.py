@@ -80,7 +80,7 @@ def _check_monotone(name: str, t: Tensor, decreasing: bool) -> None:
         if bool((steps > 0).all()):
             return
     direction = "decreasing" if decreasing else "increasing"
-    raise ValueError(f"{name} must be a 1-D tensor of >= 2 strictly {direction} times, got {t}")
+    raise ValueError(f"{name} must be a 1-D tensor of >= 2 strictly {direction} times; got {t}")
 
 
 def odeint_within(
@@ -124,7 +124,7 @@ def odeint_within(
     """
     if method not in ODE_METHODS:
         allowed = ", ".join(map(repr, ODE_METHODS))
-        raise ValueError(f"method must be one of {allowed}, got {method!r}")
+        raise ValueError(f"method must be one of {allowed}; got {method!r}")
     decreasing = times.ndim == 1 and len(times) >= 2 and bool(times[-1] < times[0])
     _check_monotone("times", times, decreasing)
     if method in FIXED_METHODS:
@@ -134,7 +134,7 @@ def odeint_within(
         if not (grid[0] == times[0] and grid[-1] == times[-1]):
             raise ValueError(
                 f"grid must run from times[0] = {times[0].item()} to times[-1] = "
-                f"{times[-1].item()}, got {grid[0].item()} to {grid[-1].item()}"
+                f"{times[-1].item()}; got {grid[0].item()} to {grid[-1].item()}"
             )
         options = {"grid_constructor": lambda f, y, t: grid}
     else:

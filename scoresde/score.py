@@ -25,13 +25,13 @@ Samplers and likelihoods see only the returned :data:`~scoresde.sde.ScoreFn`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
+from scoresde.validation import check_choice, check_positive
 
 __all__ = ["PARAMETERIZATIONS", "get_score_fn"]
 
@@ -62,14 +62,8 @@ def get_score_fn(
         A :data:`~scoresde.sde.ScoreFn`. It divides by ``sigma(t)`` (``"score"`` excepted), so it
         is defined for ``t`` with ``sigma(t) > 0``: samplers and losses stop at ``eps > 0``.
     """
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(
-            f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
-            f"got {parameterization!r}"
-        )
-    if not (isinstance(data_std, (int, float)) and math.isfinite(data_std) and data_std > 0):
-        raise ValueError(f"data_std must be a finite number > 0, got {data_std!r}")
-    data_var = float(data_std) ** 2
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    data_var = check_positive("data_std", data_std) ** 2
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
         alpha, sigma = (batch_broadcast(c, x) for c in sde.kernel_coefficients(t, x.ndim))

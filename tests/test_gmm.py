@@ -330,7 +330,7 @@ def test_bad_queries_raise(mixture):
         mixture.log_prob(x, None, VPSDE())
     with pytest.raises(ValueError, match=r"t = 0\.5 needs an sde"):
         mixture.score(x, 0.5)
-    with pytest.raises(ValueError, match="points must have 3 features, got 2"):
+    with pytest.raises(ValueError, match="points must have 3 features; got 2"):
         mixture.log_prob(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):  # the SDE's own check
         mixture.score(x, 1.5, VPSDE())

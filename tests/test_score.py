@@ -114,7 +114,7 @@ def test_input_scaling_gives_unit_variance_inputs_under_ve():
 
 def test_bad_arguments():
     with pytest.raises(
-        ValueError, match="parameterization must be one of score, epsilon, x0, v, got 'eps'"
+        ValueError, match="parameterization must be one of 'score', 'epsilon', 'x0', 'v'; got 'eps'"
     ):
         get_score_fn(VPSDE(), lambda x, t: x, "eps")
     for bad in (0.0, -1.0, float("inf")):

@@ -48,7 +48,7 @@ __all__ = ["GaussianMixture"]
 def _require_finite(name: str, value: Tensor) -> None:
     bad = value[~value.isfinite()]
     if bad.numel():
-        raise ValueError(f"{name} must be finite, got an entry {bad[0].item()}")
+        raise ValueError(f"{name} must be finite; got an entry {bad[0].item()}")
 
 
 def _component_labels(labels: Tensor | Sequence[int] | None, K: int) -> Tensor:
@@ -97,7 +97,7 @@ class GaussianMixture:
     ):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
-            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+            raise ValueError(f"means must have shape (K, d); got {tuple(means.shape)}")
         _require_finite("means", means)
         K, d = means.shape
         weights = torch.as_tensor(weights, dtype=torch.float64)
@@ -122,11 +122,11 @@ class GaussianMixture:
         elif covs.shape == (K, d, d):
             if not torch.allclose(covs, covs.transpose(1, 2)):
                 asym = float((covs - covs.transpose(1, 2)).abs().max())
-                raise ValueError(f"covs must be symmetric, got max |C - C^T| = {asym:.3g}")
+                raise ValueError(f"covs must be symmetric; got max |C - C^T| = {asym:.3g}")
             eigvals, eigvecs = torch.linalg.eigh(covs)
         else:
             raise ValueError(
-                f"covs must have shape (K, d, d), (K, d), (K,) or (), got {tuple(covs.shape)}"
+                f"covs must have shape (K, d, d), (K, d), (K,) or (); got {tuple(covs.shape)}"
             )
         if bool((eigvals <= 0).any()):
             raise ValueError(
@@ -183,7 +183,7 @@ class GaussianMixture:
         B = x.shape[0]
         if sde is None:
             if t is not None:
-                raise ValueError(f"t = {t!r} needs an sde to perturb the data, got sde=None")
+                raise ValueError(f"t = {t!r} needs an sde to perturb the data; got sde=None")
             ones = torch.ones(B, dtype=torch.float64, device=x.device)
             return ones, torch.zeros_like(ones)
         if t is None:
@@ -198,7 +198,7 @@ class GaussianMixture:
         """Per-component log-densities ``(B, K)``; rotated residuals and variances ``(B, K, d)``."""
         x = x.reshape(x.shape[0], -1).to(torch.float64)
         if x.shape[1] != self.dim:
-            raise ValueError(f"points must have {self.dim} features, got {x.shape[1]}")
+            raise ValueError(f"points must have {self.dim} features; got {x.shape[1]}")
         diff = x[:, None, :] - alpha[:, None, None] * self.means.to(x.device)  # (B, K, d)
         if self.eigvecs is not None:
             diff = torch.einsum(

@@ -162,7 +162,7 @@ class ToyDensity(Dataset):
         """``x`` as float64 of shape ``(n, dim)``, or a ``ValueError``."""
         x = torch.as_tensor(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+            raise ValueError(f"x must have shape (n, {self.dim}); got {tuple(x.shape)}")
         return x.to(torch.float64)
 
     def __repr__(self) -> str:
@@ -268,9 +268,9 @@ class NoisyCurves(ToyDensity):
         self, name: str, curves: Sequence[Curve], noise_std: float, box_half_width: float = 0.0
     ):
         if not noise_std > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+            raise ValueError(f"noise_std must be > 0; got {noise_std!r}")
         if not box_half_width >= 0:
-            raise ValueError(f"box_half_width must be >= 0, got {box_half_width!r}")
+            raise ValueError(f"box_half_width must be >= 0; got {box_half_width!r}")
         self.name, self.curves = name, tuple(curves)
         self.noise_std, self.box_half_width = float(noise_std), float(box_half_width)
         self.weights = torch.tensor([c.weight for c in self.curves], dtype=torch.float64)
@@ -397,7 +397,7 @@ def knn_entropy(x: Tensor, k: int = 4) -> tuple[float, float]:
     x = torch.as_tensor(x)
     k = check_int("k", k, minimum=1)
     if x.ndim != 2 or x.shape[0] <= k:
-        raise ValueError(f"x must have shape (n, d) with n > k = {k}, got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (n, d) with n > k = {k}; got {tuple(x.shape)}")
     n, d = x.shape
     points = x.detach().cpu().to(torch.float64).numpy()
     dist = cKDTree(points).query(points, k=k + 1)[0][:, k]
@@ -471,7 +471,7 @@ def gaussian_mixture(mixture: GaussianMixture | None = None) -> MixtureDensity:
             [[[0.6, 0.3], [0.3, 0.4]], [[0.3, -0.2], [-0.2, 0.8]], [[0.2, 0.0], [0.0, 0.2]]],
         )
     elif not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+        raise ValueError(f"mixture must be a GaussianMixture; got {type(mixture).__name__}")
     return MixtureDensity("gmm", mixture)
 
 
@@ -579,7 +579,7 @@ def _materialise(source: object) -> Tensor:
         if not isinstance(source, Iterable):
             raise ValueError(
                 "source must be a dataset name, an object with sample(n, generator), a tensor of "
-                f"points (N, *D) or an iterable of such tensors, got {type(source).__name__}"
+                f"points (N, *D) or an iterable of such tensors; got {type(source).__name__}"
             )
         items = []
         for i, item in enumerate(source):
@@ -594,7 +594,7 @@ def _materialise(source: object) -> Tensor:
                     else type(item).__name__
                 )
                 raise ValueError(
-                    f"item {i} of source must be a tensor of points (n, *D), got {what}"
+                    f"item {i} of source must be a tensor of points (n, *D); got {what}"
                 )
             if items and item.shape[1:] != items[0].shape[1:]:
                 raise ValueError(
@@ -607,11 +607,11 @@ def _materialise(source: object) -> Tensor:
         source = torch.cat(items)
     if source.ndim < 2 or source.shape[0] == 0:
         raise ValueError(
-            f"a tensor source must have shape (N, *D) with N >= 1, got {tuple(source.shape)}"
+            f"a tensor source must have shape (N, *D) with N >= 1; got {tuple(source.shape)}"
         )
     if not source.is_floating_point():
         raise ValueError(
-            f"source points must be floating point, got {source.dtype}; convert (and for "
+            f"source points must be floating point; got {source.dtype}; convert (and for "
             "discrete data dequantise) them first"
         )
     if not bool(torch.isfinite(source).all()):

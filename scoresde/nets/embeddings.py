@@ -48,7 +48,7 @@ def _even_dim(embed_dim: int) -> int:
         or embed_dim < 2
         or embed_dim % 2
     ):
-        raise ValueError(f"embed_dim must be an even integer >= 2, got {embed_dim!r}")
+        raise ValueError(f"embed_dim must be an even integer >= 2; got {embed_dim!r}")
     return embed_dim
 
 
@@ -71,7 +71,7 @@ class GaussianFourierEmbedding(nn.Module):
         super().__init__()
         _even_dim(embed_dim)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+            raise ValueError(f"scale must be a finite number > 0; got {scale!r}")
         self.register_buffer("W", torch.randn(embed_dim // 2, generator=generator) * scale)
 
     def forward(self, t: Tensor) -> Tensor:
@@ -97,7 +97,7 @@ class SinusoidalEmbedding(nn.Module):
         half = _even_dim(embed_dim) // 2
         for name, value in (("time_scale", time_scale), ("max_period", max_period)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
         self.time_scale = float(time_scale)
         self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half))
 
