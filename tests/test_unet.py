@@ -234,9 +234,9 @@ def test_label_embedding_rows():
 
 def test_the_unet_trains_on_digits_with_the_training_loop():
     """30 updates of a tiny conditional U-Net on digits through scoresde.train with
-    conditional_loss_fn, labels dropped to -1 at rate 0.2 (classifier-free training): the epsilon loss starts at E|z|^2 = 1 (the zero
-    network) and its last 10 average below 0.6 (measured: 0.30), and the EMA network runs with and
-    without a label."""
+    conditional_loss_fn, labels dropped to -1 at rate 0.2 (classifier-free training): the epsilon
+    loss starts at E|z|^2 = 1 (the zero network) and its last 10 average below 0.6 (measured:
+    0.30), and the EMA network runs with and without a label."""
     from scoresde.datasets import load_dataset
     from scoresde.losses import conditional_loss_fn
     from scoresde.sde import VPSDE
