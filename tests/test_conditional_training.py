@@ -12,6 +12,8 @@ exact checks with instrumented networks.
 """
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -434,3 +436,26 @@ def test_classifier_refusals():
         classifier_loss_fn(SDE, eps=0)
     with pytest.raises(ValueError, match="^importance_sampling must be True or False; got 1$"):
         classifier_loss_fn(SDE, importance_sampling=1)
+
+
+# -- the documented example ------------------------------------------------------------------------
+
+
+def test_the_documented_training_example_runs(capsys):
+    page = Path(__file__).resolve().parents[1] / "docs" / "guidance.md"
+    text = page.read_text()
+    (code,) = re.findall(r"```python training\n(.*?)```", text, re.S)
+    exec(compile(code, str(page), "exec"), {})
+    printed = [
+        float(re.search(r": (\d\.\d+)", line)[1]) for line in capsys.readouterr().out.splitlines()
+    ]
+    # The page quotes what it printed: the KL, classifier guidance's fraction, then w = -1, 0, 1.
+    quoted = re.search(
+        r"It prints `KL at t = 0.1: (\S+) nats`.*?`classifier guidance: (\S+) in class 2`.*?"
+        r"`(\S+)`, `(\S+)`, `(\S+)` in class 2 at `w = -1, 0, 1`",
+        text,
+        re.S,
+    )
+    # Equal on this machine (deterministic seeds); the tolerances allow for other float kernels.
+    assert printed[0] == pytest.approx(float(quoted[1]), abs=0.005)
+    assert printed[1:] == pytest.approx([float(v) for v in quoted.groups()[1:]], abs=0.03)

@@ -44,8 +44,8 @@ for "no label" (:class:`~scoresde.nets.embeddings.LabelEmbedding`).
 over the (padded) positions, ``W`` zero at the start (the uniform posterior). Its time enters
 only through the blocks' scale and shift, so the embedding must resolve ``t``: a narrow ``ch``
 has ``ch / 2`` Fourier frequencies, and with few of them the default ``fourier_scale`` 16 may
-draw none low enough to tell far-apart times apart (measured with ``ch = 8``: posteriors at
-``t = 0.8`` as confident as at ``t = 0.3``; ``fourier_scale = 1`` fixes it).
+draw none low enough to tell far-apart times apart (measured with ``ch = 8`` on a 16-D mixture:
+KL 0.09 to the exact posterior at ``t = 0.8``, 0.001 with ``fourier_scale = 1``).
 """
 
 from __future__ import annotations
