@@ -61,6 +61,7 @@ __all__ = [
     "classifier_free",
     "check_label",
     "batch_labels",
+    "check_logits",
     "drop_labels",
 ]
 
@@ -115,6 +116,18 @@ def batch_labels(label: Label, batch_size: int, device: torch.device | str | Non
             )
         return label.to(device=device, dtype=torch.int64)
     return torch.full((batch_size,), label, dtype=torch.int64, device=device)
+
+
+def check_logits(name: str, logits: Tensor, batch_size: int) -> int:
+    """The number of classes ``C`` of ``(batch_size, C)`` logits ``logits`` (the output ``name``).
+
+    Raises:
+        ValueError: ``NAME must be logits of shape (B, C); got SHAPE``.
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch_size:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(refusal(name, f"logits of shape ({batch_size}, C)", got))
+    return logits.shape[1]
 
 
 def drop_labels(y: Tensor, p_uncond: float, generator: torch.Generator | None = None) -> Tensor:
@@ -198,11 +211,7 @@ def _log_posterior_gradient(
     with torch.enable_grad():
         x_in = x if keep_graph else x.detach().requires_grad_()
         logits = classifier(x_in, t)
-        B = x.shape[0]
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != B:
-            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(refusal("classifier(x, t)", f"logits of shape ({B}, C)", got))
-        C = logits.shape[1]
+        C = check_logits("classifier(x, t)", logits, x.shape[0])
         if largest >= C:
             raise ValueError(refusal("label", f"a class of the classifier's {C}, < {C}", largest))
         log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scoresde.datasets.protocol import LabelledBatch
-from scoresde.guidance import drop_labels
+from scoresde.guidance import check_logits, drop_labels
 from scoresde.score import get_cond_score_fn
 from scoresde.sde import SDE, ScoreFn, batch_broadcast, unchecked_times
 from scoresde.validation import check_bool, check_choice, check_int, check_number, refusal
@@ -424,8 +424,8 @@ def classifier_loss_fn(
 
     ``mean_b w_b CE(model(x_t, t)_b, y_b)`` with ``x_t = mean(x_0, t) + sigma(t) z`` (the SDE's
     kernel, ``sde.marginal_prob``) and ``t ~ U(eps, T)``, ``w = 1``; with
-    ``importance_sampling``, ``t`` has density ``q ~ g^2 / sigma^2`` (more draws at small ``t``,
-    where the posterior changes fastest) and ``w = 1 / ((T - eps) q(t))``, the same expectation.
+    ``importance_sampling``, ``t`` has density ``q ~ g^2 / sigma^2`` (more draws at small ``t``)
+    and ``w = 1 / ((T - eps) q(t))``, the same expectation.
     Minimised by ``log_softmax(model(x, t)) = log p_t(y | x)`` (module doc).
 
     Arguments:
@@ -452,11 +452,7 @@ def classifier_loss_fn(
             mean, std = sde.marginal_prob(x0, t)
         z = _rand(tuple(x0.shape), generator, x0, normal=True)
         logits = model(mean + batch_broadcast(std, x0) * z, t)
-        B = x0.shape[0]
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != B:
-            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(refusal("model(x, t)", f"logits of shape ({B}, C)", got))
-        C = logits.shape[1]
+        C = check_logits("model(x, t)", logits, x0.shape[0])
         outside = y[(y < 0) | (y >= C)]
         if outside.numel():
             allowed = f"classes of the classifier's {C}, in [0, {C - 1}]"
