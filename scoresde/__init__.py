@@ -22,7 +22,7 @@ from scoresde.sampling import (
     sample,
     time_grid,
 )
-from scoresde.score import get_score_fn
+from scoresde.score import get_cond_score_fn, get_score_fn
 from scoresde.sde import (
     SDE,
     VESDE,
@@ -83,6 +83,7 @@ __all__ = [
     "MLPScoreNet",
     "UNet",
     "get_score_fn",
+    "get_cond_score_fn",
     "dsm_loss",
     "smld_loss",
     "ddpm_loss",

@@ -28,6 +28,12 @@ conditional score and ``gamma = 7.5`` means ``w = 6.5`` here. Classifier guidanc
 on the ``gamma`` scale: ``classifier_free(..., w)`` matches
 ``classifier_guidance(..., scale=1 + w)``.
 
+**Training the terms** (:mod:`scoresde.losses`): a conditional network learns both terms of
+classifier-free guidance when its training labels are replaced by the null label at a rate
+``p_uncond`` (:func:`drop_labels`, inside :func:`scoresde.losses.conditional_loss_fn`); a
+noise-conditional classifier for classifier guidance is trained by
+:func:`scoresde.losses.classifier_loss_fn` to estimate ``log p_t(y | x)``.
+
 **Gradients inside samplers.** :func:`scoresde.sample` runs under ``torch.no_grad()``. The
 combinator turns gradients back on for the classifier alone (on a detached copy of ``x``), so
 the samples carry no graph; where the caller differentiates the score itself (``x`` requires a
@@ -43,6 +49,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from scoresde.nets.embeddings import NULL_LABEL
 from scoresde.sde import ScoreFn, batch_broadcast
 from scoresde.validation import check_number, refusal
 
@@ -54,6 +61,8 @@ __all__ = [
     "classifier_free",
     "check_label",
     "batch_labels",
+    "check_logits",
+    "drop_labels",
 ]
 
 Classifier = Callable[[Tensor, Tensor], Tensor]
@@ -79,12 +88,17 @@ def check_label(label: Label) -> Label:
         ValueError: ``label must be an integer >= 0 or a 1-D integer tensor ...; got VALUE``.
     """
     if isinstance(label, Tensor):
-        integer = not (label.is_floating_point() or label.is_complex() or label.dtype == torch.bool)
-        if integer and label.ndim == 1 and label.numel() > 0 and bool((label >= 0).all()):
+        if _is_label_tensor(label):
             return label
     elif isinstance(label, numbers.Integral) and not isinstance(label, bool) and label >= 0:
         return int(label)
     raise ValueError(refusal("label", _LABEL_RULE, label))
+
+
+def _is_label_tensor(y: Tensor) -> bool:
+    """Whether ``y`` is a non-empty 1-D integer tensor of labels ``>= 0`` (reads its values)."""
+    integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+    return integer and y.ndim == 1 and y.numel() > 0 and bool((y >= 0).all())
 
 
 def batch_labels(label: Label, batch_size: int, device: torch.device | str | None = None) -> Tensor:
@@ -102,6 +116,47 @@ def batch_labels(label: Label, batch_size: int, device: torch.device | str | Non
             )
         return label.to(device=device, dtype=torch.int64)
     return torch.full((batch_size,), label, dtype=torch.int64, device=device)
+
+
+def check_logits(name: str, logits: Tensor, batch_size: int) -> int:
+    """The number of classes ``C`` of ``(batch_size, C)`` logits ``logits`` (the output ``name``).
+
+    Raises:
+        ValueError: ``NAME must be logits of shape (B, C); got SHAPE``.
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch_size:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(refusal(name, f"logits of shape ({batch_size}, C)", got))
+    return logits.shape[1]
+
+
+def drop_labels(y: Tensor, p_uncond: float, generator: torch.Generator | None = None) -> Tensor:
+    """``y`` with each label replaced by :data:`~scoresde.nets.NULL_LABEL` (``-1``, "no label")
+    independently with probability ``p_uncond``: label dropout for classifier-free guidance.
+
+    Trained on these labels, one conditional network learns ``grad log p_t(x | y)`` from the kept
+    labels and ``grad log p_t(x)`` from the dropped ones (Ho & Salimans 2022 use ``p_uncond`` 0.1
+    or 0.2). Sample ``b`` is dropped when ``u_b < p_uncond``, ``u_b ~ U[0, 1)`` drawn from
+    ``generator`` (on its device), one draw per label.
+
+    Arguments:
+        y: ``(B,)`` integer labels ``>= 0``.
+        p_uncond: the dropout rate, in ``[0, 1)`` (1 would never show the network a label).
+        generator: the source of the draws.
+
+    Returns:
+        ``(B,)`` labels like ``y``, ``-1`` where dropped.
+
+    Raises:
+        ValueError: ``p_uncond must be a number in [0, 1); got VALUE``, or a ``y`` that is not a
+            1-D integer tensor of labels ``>= 0``.
+    """
+    p_uncond = check_number("p_uncond", p_uncond, 0, 1, high_open=True)
+    if not (isinstance(y, Tensor) and _is_label_tensor(y)):
+        raise ValueError(refusal("y", "a 1-D integer tensor of labels >= 0", y))
+    device = y.device if generator is None else generator.device
+    u = torch.rand(y.shape, generator=generator, device=device).to(y.device)
+    return torch.where(u < p_uncond, NULL_LABEL, y)
 
 
 def classifier_guidance(
@@ -156,11 +211,7 @@ def _log_posterior_gradient(
     with torch.enable_grad():
         x_in = x if keep_graph else x.detach().requires_grad_()
         logits = classifier(x_in, t)
-        B = x.shape[0]
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != B:
-            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(refusal("classifier(x, t)", f"logits of shape ({B}, C)", got))
-        C = logits.shape[1]
+        C = check_logits("classifier(x, t)", logits, x.shape[0])
         if largest >= C:
             raise ValueError(refusal("label", f"a class of the classifier's {C}, < {C}", largest))
         log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()

@@ -39,6 +39,24 @@ kernel the step matches, which the chain's ``floor(t (N - 1) / T)`` maps back to
   accumulates (``-log abar_i ~ B(t_i)``), and never 0, where ``sigma = 0`` and every
   parameterisation but ``score`` would divide by it.
 All noise (times, steps, ``z``) is drawn from the ``generator`` argument.
+
+Two losses train the networks of guidance (:mod:`scoresde.guidance`) on labelled batches
+``(x_0, y)`` (:class:`~scoresde.datasets.LabelledBatch`); both are ``loss_fn(model, batch,
+generator)`` for :func:`scoresde.train`:
+
+* :func:`conditional_loss_fn`: any loss above of the conditional score ``s(x, t, y')`` of a network
+  ``model(x, t, y)``, with ``y'`` the labels after dropout (:func:`~scoresde.guidance.drop_labels`:
+  each replaced by the null label with probability ``p_uncond``). The kept labels train
+  ``grad log p_t(x | y)``, the dropped ones ``grad log p_t(x)``: one network, both terms of
+  classifier-free guidance.
+* :func:`classifier_loss_fn`: the cross-entropy of the class of clean data from its perturbation::
+
+      loss = E_t E_{(x_0, y)} E_z [ -log softmax(c(x_t, t))_y ],   x_t = mean(x_0, t) + sigma(t) z,
+
+  ``t ~ U(eps, T)`` as in :func:`dsm_loss` (or importance-sampled and reweighted: the same
+  expectation). For each ``t`` it is ``E_{x_t}[H(p_t(. | x_t))] + E_{x_t}[KL(p_t(. | x_t) ||
+  softmax(c(x_t, t)))]``, so its minimiser is the noisy class posterior: the trained classifier's
+  log-softmax estimates ``log p_t(y | x)``, the classifier of classifier guidance.
 """
 
 from __future__ import annotations
@@ -47,10 +65,14 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from scoresde.datasets.protocol import LabelledBatch
+from scoresde.guidance import check_logits, drop_labels
+from scoresde.score import get_cond_score_fn
 from scoresde.sde import SDE, ScoreFn, batch_broadcast, unchecked_times
-from scoresde.validation import check_bool, check_choice, check_int, check_number
+from scoresde.validation import check_bool, check_choice, check_int, check_number, refusal
 
 __all__ = [
     "WEIGHTINGS",
@@ -61,6 +83,8 @@ __all__ = [
     "smld_loss",
     "ddpm_loss",
     "get_loss_fn",
+    "conditional_loss_fn",
+    "classifier_loss_fn",
 ]
 
 WEIGHTINGS = ("score_sde", "likelihood")
@@ -69,6 +93,10 @@ LOSSES = ("dsm", "smld", "ddpm")
 
 ScoreLossFn = Callable[[ScoreFn, Tensor, torch.Generator], Tensor]
 """``loss_fn(score_fn, x0, generator) -> scalar``: a loss of a score function on a batch."""
+
+LabelledLossFn = Callable[[nn.Module, LabelledBatch, "torch.Generator | None"], Tensor]
+"""``loss_fn(model, (x0, y), generator) -> scalar``: a training loss of a network on labelled data
+(the ``loss_fn`` of :func:`scoresde.train`)."""
 
 
 def _check_eps(sde: SDE, eps: float) -> float:
@@ -330,3 +358,105 @@ def get_loss_fn(sde: SDE, kind: str = "dsm", **options: object) -> ScoreLossFn:
     if kind == "dsm":
         return _dsm_loss_fn(sde, **settings)
     return _discrete_loss_fn(sde, kind, **settings)
+
+
+def _labelled(batch: LabelledBatch) -> tuple[Tensor, Tensor]:
+    """``(x0, y)`` of a labelled batch; a clear refusal for an unlabelled one."""
+    if not isinstance(batch, tuple) or len(batch) != 2:
+        allowed = "a LabelledBatch (x, y), as dataset.batches(..., labels=True) draws"
+        raise ValueError(refusal("batch", allowed, type(batch).__name__))
+    return batch[0], batch[1]
+
+
+def conditional_loss_fn(
+    sde: SDE,
+    kind: str = "dsm",
+    *,
+    p_uncond: float = 0.1,
+    parameterization: str = "epsilon",
+    input_scaling: bool = True,
+    data_std: float = 1.0,
+    **options: object,
+) -> LabelledLossFn:
+    """The training loss of a conditional network ``model(x, t, y)`` with label dropout.
+
+    On a batch ``(x_0, y)``: ``y' = drop_labels(y, p_uncond, generator)`` (each label replaced by
+    the null label ``-1`` with probability ``p_uncond``), then the loss ``kind`` of
+    :func:`get_loss_fn` of the score ``(x, t) -> s(x, t, y')`` of
+    :func:`~scoresde.score.get_cond_score_fn`. At its minimum ``s(x, t, y) = grad log p_t(x | y)``
+    and ``s(x, t, None) = grad log p_t(x)``, the two terms of
+    :func:`~scoresde.guidance.classifier_free` (sample with
+    ``get_cond_score_fn(sde, model, parameterization, ...)`` and the same settings).
+
+    Arguments:
+        sde: the forward SDE.
+        kind: the loss, as for :func:`get_loss_fn`, with its ``options``.
+        p_uncond: the label dropout rate, in ``[0, 1)``.
+        parameterization, input_scaling, data_std: the network's parameterisation, as for
+            :func:`~scoresde.score.get_cond_score_fn`.
+
+    Returns:
+        ``loss_fn(model, (x_0, y), generator)`` for :func:`scoresde.train`; labels are dropped
+        with the first draws from ``generator``, then the loss draws its own.
+
+    Raises:
+        ValueError: now, for a bad ``p_uncond``, parameterisation or loss option; on a call, for a
+            batch without labels or labels the network refuses.
+    """
+    score_loss = get_loss_fn(sde, kind, **options)
+    p_uncond = check_number("p_uncond", p_uncond, 0, 1, high_open=True)
+    settings = {"input_scaling": input_scaling, "data_std": data_std}
+    get_cond_score_fn(sde, nn.Identity(), parameterization, **settings)  # checks the settings
+
+    def loss_fn(model: nn.Module, batch: LabelledBatch, generator: torch.Generator | None = None):
+        x0, y = _labelled(batch)
+        y = drop_labels(y, p_uncond, generator)
+        cond_score_fn = get_cond_score_fn(sde, model, parameterization, **settings)
+        return score_loss(lambda x, t: cond_score_fn(x, t, y), x0, generator)
+
+    return loss_fn
+
+
+def classifier_loss_fn(
+    sde: SDE, *, eps: float = 1e-5, importance_sampling: bool = False
+) -> LabelledLossFn:
+    """The loss of a noise-conditional classifier ``model(x, t) -> (B, C)`` logits.
+
+    ``mean_b w_b CE(model(x_t, t)_b, y_b)`` with ``x_t = mean(x_0, t) + sigma(t) z`` (the SDE's
+    kernel, ``sde.marginal_prob``) and ``t ~ U(eps, T)``, ``w = 1``; with
+    ``importance_sampling``, ``t`` has density ``q ~ g^2 / sigma^2`` (more draws at small ``t``)
+    and ``w = 1 / ((T - eps) q(t))``, the same expectation.
+    Minimised by ``log_softmax(model(x, t)) = log p_t(y | x)`` (module doc).
+
+    Arguments:
+        sde: the forward SDE.
+        eps: the smallest time, ``0 < eps < T``.
+        importance_sampling: draw ``t`` from ``q`` and reweight.
+
+    Returns:
+        ``loss_fn(model, (x_0, y), generator)`` for :func:`scoresde.train`; ``t`` and ``z`` are
+        drawn from ``generator``.
+
+    Raises:
+        ValueError: now, for a bad ``eps`` or ``importance_sampling``; on a call, for a batch
+            without labels, logits that are not ``(B, C)``, or labels outside ``0 .. C - 1``.
+    """
+    eps = _check_eps(sde, eps)
+    check_bool("importance_sampling", importance_sampling)
+    times = ImportanceTimeSampler(sde, eps) if importance_sampling else _uniform_times(sde, eps)
+
+    def loss_fn(model: nn.Module, batch: LabelledBatch, generator: torch.Generator | None = None):
+        x0, y = _labelled(batch)
+        t, ratio = times(x0.shape[0], generator, x0)
+        with unchecked_times():
+            mean, std = sde.marginal_prob(x0, t)
+        z = _rand(tuple(x0.shape), generator, x0, normal=True)
+        logits = model(mean + batch_broadcast(std, x0) * z, t)
+        C = check_logits("model(x, t)", logits, x0.shape[0])
+        outside = y[(y < 0) | (y >= C)]
+        if outside.numel():
+            allowed = f"classes of the classifier's {C}, in [0, {C - 1}]"
+            raise ValueError(refusal("labels", allowed, int(outside[0])))
+        return (F.cross_entropy(logits, y, reduction="none") / ratio).mean()
+
+    return loss_fn

@@ -4,6 +4,13 @@
 ``"unet"``: :class:`UNet`); ``register_model(name, cls)`` adds one. Every network maps
 ``(x (B, *D), t (B,))`` to an output shaped like ``x``; with ``num_classes`` set it also takes a
 label, ``forward(x, t, y=None)``, ``y = None`` or :data:`NULL_LABEL` meaning "no label".
+
+Noise-conditional classifiers, ``(x (B, *D), t (B,)) -> (B, num_classes)`` logits of
+``p_t(y | x)`` for classifier guidance, have their own registry: ``get_classifier(name, **kwargs)``
+builds one of :data:`CLASSIFIERS` (``"mlp"``: :class:`MLPClassifier`, ``"unet"``:
+:class:`UNetClassifier`, each the first part of the score network of the same name with a
+classification head). :class:`ImageClassifier` is something else: the clean-image classifier that
+evaluates samples.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from scoresde.nets.embeddings import (
     LabelEmbedding,
     SinusoidalEmbedding,
 )
-from scoresde.nets.mlp import MLPScoreNet
-from scoresde.nets.unet import UNet
+from scoresde.nets.mlp import MLPClassifier, MLPScoreNet
+from scoresde.nets.unet import UNet, UNetClassifier
 from scoresde.registry import Registry
 
 __all__ = [
@@ -28,12 +35,17 @@ __all__ = [
     "NULL_LABEL",
     "MLPScoreNet",
     "UNet",
+    "MLPClassifier",
+    "UNetClassifier",
     "ImageClassifier",
     "load_classifier",
     "load_digits_classifier",
     "MODELS",
     "register_model",
     "get_model",
+    "CLASSIFIERS",
+    "register_classifier",
+    "get_classifier",
 ]
 
 MODELS: Registry[type[nn.Module]] = Registry("model", {"mlp": MLPScoreNet, "unet": UNet})
@@ -52,3 +64,24 @@ def get_model(name: str, **kwargs: object) -> nn.Module:
         ValueError: for an unknown name or a keyword the network does not take.
     """
     return MODELS.build(name, **kwargs)
+
+
+CLASSIFIERS: Registry[type[nn.Module]] = Registry(
+    "classifier", {"mlp": MLPClassifier, "unet": UNetClassifier}
+)
+"""Noise-conditional classifier name -> class."""
+
+
+def register_classifier(name: str, cls: type[nn.Module]) -> None:
+    """Make ``get_classifier(name, ...)`` build ``cls(...)``; ``name`` must be new."""
+    CLASSIFIERS.add(name, cls)
+
+
+def get_classifier(name: str, **kwargs: object) -> nn.Module:
+    """The noise-conditional classifier ``name`` (one of :data:`CLASSIFIERS`) built with
+    ``kwargs``.
+
+    Raises:
+        ValueError: for an unknown name or a keyword the classifier does not take.
+    """
+    return CLASSIFIERS.build(name, **kwargs)

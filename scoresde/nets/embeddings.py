@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scoresde.validation import check_choice, check_int
+from scoresde.validation import check_choice, check_int, refusal
 
 __all__ = [
     "EMBEDDINGS",
@@ -152,9 +152,8 @@ class LabelEmbedding(nn.Module):
                 f"y must be integer labels of shape ({batch},) or None; "
                 f"got {y.dtype} {tuple(y.shape)}"
             )
-        if y.numel() and (int(y.min()) < NULL_LABEL or int(y.max()) >= self.num_classes):
-            raise ValueError(
-                f"y must hold labels in [-1, {self.num_classes - 1}] (-1: no label); "
-                f"got values in [{int(y.min())}, {int(y.max())}]"
-            )
+        outside = y[(y < NULL_LABEL) | (y >= self.num_classes)]
+        if outside.numel():
+            allowed = f"labels in [-1, {self.num_classes - 1}] (-1: no label)"
+            raise ValueError(refusal("y", allowed, int(outside[0])))
         return self.weight[torch.where(y == NULL_LABEL, self.num_classes, y)]
