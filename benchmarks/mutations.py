@@ -246,6 +246,20 @@ MUTATIONS = [
         "log_w = log_w - 0 * _log_normal(x, k.alpha[i].to(dtype) * y, k.sigma[i] ** 2, known)",
         ("tests/test_inpainting.py",),
     ),
+    Mutation(
+        "label dropout keeps a label with probability p_uncond",
+        "scoresde/guidance.py",
+        "return torch.where(u < p_uncond, NULL_LABEL, y)",
+        "return torch.where(u > p_uncond, NULL_LABEL, y)",
+        ("tests/test_conditional_training.py",),
+    ),
+    Mutation(
+        "noisy classifier trained on x_t without the noise's std",
+        "scoresde/losses.py",
+        "logits = model(mean + batch_broadcast(std, x0) * z, t)",
+        "logits = model(mean + z, t)",
+        ("tests/test_conditional_training.py",),
+    ),
     # -- the oracle, parameterisations, losses, likelihood -----------------------------------------
     Mutation(
         "mixture score divides by the std, not the variance",
