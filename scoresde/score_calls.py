@@ -10,6 +10,7 @@ tensor).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from scoresde.sde import ScoreFn
@@ -52,11 +53,27 @@ class CountedScore:
         self._first: tuple[Tensor, float | Tensor] | None = None
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        score = self.score_fn(x, t)
         if self.calls == 0:
+            score = self._first_call(x, t)
             self._check(x, t, score)
+        else:
+            score = self.score_fn(x, t)
         self.calls += 1
         return score if score.dtype == x.dtype else score.to(x.dtype)
+
+    def _first_call(self, x: Tensor, t: Tensor) -> Tensor:
+        """The first call, turning autograd's complaint about a score that takes gradients under
+        ``torch.no_grad()`` (where samplers call it) into one that says what to do."""
+        try:
+            return self.score_fn(x, t)
+        except RuntimeError as error:
+            if torch.is_grad_enabled() or "does not require grad" not in str(error):
+                raise
+            raise RuntimeError(
+                "score_fn takes a gradient, but samplers call it under torch.no_grad(): compute "
+                "the gradient inside `with torch.enable_grad():` on `x.detach().requires_grad_()` "
+                f"({error})"
+            ) from error
 
     def _check(self, x: Tensor, t: Tensor, score: Tensor) -> None:
         if not isinstance(score, Tensor) or score.shape != x.shape:

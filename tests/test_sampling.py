@@ -693,6 +693,17 @@ def test_score_that_needs_autograd():
     torch.testing.assert_close(x, reference, rtol=1e-9, atol=1e-9)
 
 
+def test_score_that_takes_gradients_under_no_grad_is_told_how():
+    sde = VPSDE(N=30)
+
+    def naive_energy_gradient(x, t):  # forgets torch.enable_grad()
+        x = x.detach().requires_grad_()
+        return torch.autograd.grad(RING.log_prob(x, t, sde).sum(), x)[0]
+
+    with pytest.raises(RuntimeError, match=r"torch\.no_grad\(\).*torch\.enable_grad\(\)"):
+        sample(sde, naive_energy_gradient, (8, 2), num_steps=3)
+
+
 # -- bad input -------------------------------------------------------------------------------------
 NAN = math.nan
 
