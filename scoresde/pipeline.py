@@ -41,6 +41,7 @@ from scoresde.losses import get_loss_fn
 from scoresde.nets import get_model
 from scoresde.sampling import SAMPLERS
 from scoresde.sampling import sample as sample_sde
+from scoresde.sampling.grids import grid_end
 from scoresde.score import get_score_fn
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 
@@ -474,7 +475,7 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
     """
     c, sde = parts.config.sampling, parts.sde
     generator = parts.generator("sample")
-    eps = sde.sampling_eps if c.eps is None else c.eps
+    eps = grid_end(sde, eps=c.eps, sigma_min=c.sigma_min)
     wanted = np.geomspace(sde.T, eps, parts.config.eval.n_process_times).tolist()
     began = time.perf_counter()
     info = sample_sde(

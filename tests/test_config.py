@@ -47,6 +47,27 @@ def test_the_parts_train_and_score():
     assert parts.data_std == pytest.approx(4.125**0.5, rel=0.02)
 
 
+@pytest.mark.parametrize(
+    "ends", [{"eps": 0.01}, {"eps": None, "sigma_min": 0.03, "sigma_max": 20.0}]
+)
+def test_the_sample_stage_follows_the_grid_to_its_end(ends):
+    """The process figure's times run from T to the grid's own end, given as a time or a noise
+    level (``sigma_min``), and its last state is the samples before denoising."""
+    config = _config()
+    config.model.hidden = 8
+    config.sampling.update(sampler="dpm_solver", num_steps=4, grid="log_snr", n_samples=16,
+                           denoise=False, **ends)  # fmt: skip
+    parts = pipeline.build(config)
+    drawn = pipeline.sample(parts, parts.score_fn(parts.model))
+    end = float(drawn.times[-1])
+    if ends["eps"] is None:
+        a, s = parts.sde.kernel_coefficients(torch.tensor([end], dtype=torch.float64))
+        assert float(s / a) == pytest.approx(0.03, rel=1e-6)
+    else:
+        assert end == pytest.approx(0.01, rel=1e-12)
+    torch.testing.assert_close(drawn.reverse[-1].float(), drawn.samples)
+
+
 def test_the_model_and_the_streams_come_from_the_seed():
     first, second = pipeline.build(_config()), pipeline.build(_config())
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):

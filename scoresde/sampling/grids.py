@@ -30,7 +30,7 @@ from torch import Tensor
 from scoresde.sde import SDE
 from scoresde.validation import check_choice, check_int, check_number, check_positive, refusal
 
-__all__ = ["GRIDS", "time_grid", "check_times"]
+__all__ = ["GRIDS", "time_grid", "grid_end", "check_times"]
 
 GRIDS = ("uniform", "quadratic", "log_snr", "karras")
 """The kinds of :func:`time_grid`."""
@@ -70,12 +70,7 @@ def time_grid(
     check_choice("kind", kind, GRIDS)
     check_positive("rho", rho)
     T = float(sde.T)
-    if sigma_min is not None:
-        if eps is not None:
-            raise ValueError("give eps or sigma_min (the same end as a time or a noise level)")
-        eps = _time_at_noise(sde, check_positive("sigma_min", sigma_min))
-    eps = sde.sampling_eps if eps is None else eps
-    eps = check_number("eps", eps, 0, T, low_open=True, high_open=True)
+    eps = grid_end(sde, eps=eps, sigma_min=sigma_min)
     if sigma_max is None:
         times = _between(sde, T, eps, n, kind, rho)
     else:
@@ -85,6 +80,17 @@ def time_grid(
         rest = _between(sde, _time_at_noise(sde, sigma_max), eps, n - 1, kind, rho)
         times = torch.cat([torch.tensor([T], dtype=torch.float64), rest])
     return check_times(sde, times)
+
+
+def grid_end(sde: SDE, *, eps: float | None = None, sigma_min: float | None = None) -> float:
+    """The last time of a grid: ``eps`` (default ``sde.sampling_eps``), or the time at which
+    ``sigma / alpha = sigma_min``; one of the two at most. A time in ``(0, T)``."""
+    if sigma_min is not None:
+        if eps is not None:
+            raise ValueError("give eps or sigma_min (the same end as a time or a noise level)")
+        eps = _time_at_noise(sde, check_positive("sigma_min", sigma_min))
+    eps = sde.sampling_eps if eps is None else eps
+    return check_number("eps", eps, 0, float(sde.T), low_open=True, high_open=True)
 
 
 def _time_at_noise(sde: SDE, s: float) -> float:
