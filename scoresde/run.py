@@ -21,7 +21,8 @@ with status 130 after saving the last update's checkpoint.
 Started by ``torchrun`` (``torchrun --standalone --nproc-per-node=N -m scoresde.run ...``; see
 docs/scale.md), each process joins the run's process group (:mod:`scoresde.distributed`) and only
 rank 0 prints. An error that every rank meets alike (bad input, a refused directory, a non-finite
-loss) is printed once, by rank 0; any other is printed by the rank that met it, named.
+loss) is printed once, by rank 0; any other (a file error, a lost peer) by the rank that met it,
+named, in one line; ``torchrun`` then stops the other ranks.
 """
 
 from __future__ import annotations
@@ -312,8 +313,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(err, 1)
     except (OSError, MemoryError) as err:
         return _error(err, 1, shared=False)
-    except distributed.dist.DistError as err:
-        return _error(f"another process of the run stopped ({err})", 1, shared=False)
+    except RuntimeError as err:
+        if not distributed.active():
+            raise
+        # a lost peer (gloo: "Connection reset by peer", NCCL: a DistBackendError), or this rank's
+        # own failure: torchrun stops the other ranks; the last checkpoint written stays
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return _error(f"stopped: {first}", 1, shared=False)
     except TrainingInterrupted as err:
         return _error(f"{err}; run the same command to resume", 130)
     except KeyboardInterrupt:

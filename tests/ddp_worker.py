@@ -5,7 +5,7 @@
 ``checks``: the gradient, the seeds, a short training run into ``OUT/train`` and a CLI run into
 ``OUT/cli``; each rank writes what it saw to ``OUT/rank<r>.json``, with every write it made under
 ``OUT/train`` and ``OUT/cli`` (recorded by an audit hook). ``kill``: rank 1 kills
-itself with SIGKILL during update :data:`KILL_AT` of a run checkpointing every 3 updates.
+itself with SIGKILL during update :data:`KILL_AT` of a CLI run checkpointing every 3 updates.
 """
 
 from __future__ import annotations
@@ -153,16 +153,18 @@ CLI = [
 
 
 def kill(out: Path) -> None:
-    def loss_fn(model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if distributed.rank() == 1 and len(calls) + 1 == KILL_AT:
-            os.kill(os.getpid(), signal.SIGKILL)
-        calls.append(1)
-        return regression_loss(model, x, generator)
+    """The command line, 2 processes, checkpointing every 3 updates; rank 1 dies in update 7."""
+    step = training.train_step
 
-    calls: list[int] = []
-    shard = Shard(distributed.rank(), distributed.world_size(), SEED)
-    settings = {**TRAIN, "n_iters": 20, "checkpoint_every": 3}
-    training.train(net(), loss_fn, sharded_batches(shard), workdir=out / "train", **settings)
+    def dying_step(state: training.TrainState, *args: object, **kwargs: object) -> float:
+        if distributed.rank() == 1 and state.step + 1 == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(state, *args, **kwargs)
+
+    training.train_step = dying_step
+    from scoresde.run import main
+
+    sys.exit(main([f"--workdir={out / 'cli'}", *CLI, "--config.training.checkpoint_every=3"]))
 
 
 if __name__ == "__main__":
