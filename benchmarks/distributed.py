@@ -13,6 +13,10 @@ many samples. From each job's ``metrics.json``:
   held-out likelihood (``eval.n_eval`` points over its wall time);
 * quality: held-out NLL - entropy (nats) and the samples' energy distance to fresh data.
 
+Then, in this process, fp32 and bf16 updates of the default network are timed interleaved (5
+rounds of 100 updates each, the best round of each), which is fairer than separate jobs on a busy
+machine.
+
     python benchmarks/distributed.py                     # 8gaussians, 2000 updates, ~4 minutes
     python benchmarks/distributed.py --n-iters 500 --processes 1 2 --precisions fp32
 
@@ -31,7 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from main_job import bare_loop
+
+from scoresde import pipeline, training
+from scoresde.config import REPOSITORY_CONFIGS, load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 512
@@ -52,6 +60,25 @@ def run_job(processes: int, precision: str, n_iters: int, dataset: str, workdir:
     metrics = json.loads((workdir / "metrics.json").read_text())
     metrics["job_wall_s"] = time.perf_counter() - began
     return metrics
+
+
+def update_times(rounds: int = 5, updates: int = 100) -> dict[str, float]:
+    """Seconds per update of the default toy network in each precision, best of ``rounds``."""
+    torch.set_num_threads(1)
+    parts = pipeline.build(load_config_file(REPOSITORY_CONFIGS / "toy" / "vp.py"))
+    batches = parts.dataset.batches(BATCH)
+    state = training.TrainState.fresh(parts.model, lr=1e-3, seed=0)
+    best = dict.fromkeys(training.PRECISIONS, float("inf"))
+    for _ in range(rounds):
+        for precision in best:
+            began = time.perf_counter()
+            for _ in range(updates):
+                batch = batches(state.generator)
+                training.train_step(
+                    state, parts.loss_fn, batch, lr=1e-3, grad_clip=1.0, precision=precision
+                )
+            best[precision] = min(best[precision], (time.perf_counter() - began) / updates)
+    return best
 
 
 def main() -> None:
@@ -96,6 +123,12 @@ def main() -> None:
             f"| {m['job_wall_s']:.1f} | {gap} | {m['samples']['energy_distance']:.4f} |"
         )
     print("\n(training in bare loops: the loop's time per 2000 updates over the bare loop's.)")
+    times = update_times()
+    print(
+        f"\nOne update of the default network, interleaved, best of 5 x 100: fp32 "
+        f"{times['fp32'] * 1e3:.1f} ms, bf16 {times['bf16'] * 1e3:.1f} ms "
+        f"(bf16 / fp32 = {times['bf16'] / times['fp32']:.2f})."
+    )
 
 
 if __name__ == "__main__":
