@@ -42,6 +42,7 @@ from scoresde.registry import Registry
 from scoresde.sampling import GRIDS, SAMPLERS
 from scoresde.score import PARAMETERIZATIONS
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+from scoresde.training import PRECISIONS
 from scoresde.validation import Rule, boolean, choice, integer, number, optional, positive, refusal
 
 __all__ = [
@@ -159,6 +160,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "training.eps": positive(),
     "training.checkpoint_every": integer(1),
     "training.eval_every": integer(0),
+    "training.precision": choice(PRECISIONS),
     "sampling.sampler": SAMPLERS,
     "sampling.num_steps": optional(integer(1, 100_000)),
     "sampling.grid": optional(choice(GRIDS)),

@@ -14,6 +14,11 @@ that cannot work is refused with a :class:`~scoresde.config.ConfigError` before 
 stage takes the parts (and a score function where it needs one) and returns numbers and tensors; the
 stages write nothing but checkpoints (:func:`train` with a ``workdir``). :func:`scoresde.rundir.run`
 puts them together into a run directory, and ``scoresde.run`` is its command line.
+
+Under ``torchrun`` (:mod:`scoresde.distributed`) every process builds the same parts and runs the
+same stages: :func:`train` gives each rank its share of the global batch, :func:`sample` and
+:func:`evaluate` each rank a contiguous share of the points (with its own random stream, rank 0's
+being the one-process run's), gathered in order on every rank; the figures and files are rank 0's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,10 +37,11 @@ from ml_collections import ConfigDict
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from scoresde import metrics, training
+from scoresde import distributed, metrics, training
 from scoresde.checkpoint import Checkpoint
 from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
-from scoresde.datasets.toy import ToyDensity, batch_sampler, get_dataset
+from scoresde.datasets.protocol import Shard
+from scoresde.datasets.toy import ToyDensity, get_dataset
 from scoresde.likelihood import log_likelihood
 from scoresde.losses import get_loss_fn
 from scoresde.nets import get_model
@@ -70,13 +76,15 @@ __all__ = [
 STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4}
 
 
-def stream_generator(seed: int, stream: str) -> torch.Generator:
+def stream_generator(seed: int, stream: str, rank: int = 0) -> torch.Generator:
     """A generator for the random stream ``stream`` (a key of :data:`STREAMS`) of a run.
 
-    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)``, so streams of
-    one run, and the same stream of runs with nearby seeds, are independent.
+    Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)`` (from
+    ``(seed, stream, rank)`` for rank ``rank > 0`` of a multi-process run), so streams of one run,
+    and the same stream of runs with nearby seeds, are independent.
     """
-    words = np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(2, np.uint32)
+    key = [seed, STREAMS[stream], rank] if rank else [seed, STREAMS[stream]]
+    words = np.random.SeedSequence(key).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
 
 
@@ -110,9 +118,9 @@ class Parts:
     def seed(self) -> int:
         return int(self.config.seed)
 
-    def generator(self, stream: str) -> torch.Generator:
+    def generator(self, stream: str, rank: int = 0) -> torch.Generator:
         """A generator for the random stream ``stream`` of the run (:func:`stream_generator`)."""
-        return stream_generator(self.seed, stream)
+        return stream_generator(self.seed, stream, rank)
 
     def score_fn(self, model: Callable[[Tensor, Tensor], Tensor]) -> ScoreFn:
         """The score function of ``model`` under ``config.model.parameterization``."""
@@ -195,6 +203,24 @@ def _in_group(group: str, step: Callable[[], Any]) -> Any:
         raise ConfigError.in_group(group, str(err)) from err
 
 
+def _check_processes(config: ConfigDict, world: int) -> None:
+    """Refuse sizes that do not split over ``world`` processes."""
+    c = config.training
+    if c.batch_size % world:
+        allowed = f"a multiple of the number of processes ({world})"
+        raise ConfigError.refusing("training.batch_size", allowed, c.batch_size)
+    sizes = {
+        "sampling.n_samples": config.sampling.n_samples,
+        "eval.n_eval": config.eval.n_eval,
+        "eval.density_grid": config.eval.density_grid**2,
+    }
+    for field, n in sizes.items():
+        if n < world:
+            value = config[field.split(".")[0]][field.split(".")[1]]
+            allowed = f"at least one point for each of the {world} processes"
+            raise ConfigError.refusing(field, allowed, value)
+
+
 def build(config: ConfigDict) -> Parts:
     """The parts of the run ``config``, each checked, and all of them tried together.
 
@@ -204,10 +230,14 @@ def build(config: ConfigDict) -> Parts:
     combination they refuse is refused now, by their own checks; and the memory each stage needs is
     estimated and compared with what the machine has (:func:`check_memory`).
 
+    In a multi-process run the global batch must split evenly over the processes, and every
+    process needs at least one point to sample and to evaluate.
+
     Raises:
         ConfigError: naming the field or the group at fault.
     """
     validate_config(config)
+    _check_processes(config, distributed.world_size())
     sde = _in_group("sde", lambda: SDES.build(config.sde.name, **sde_options(config)))
     dataset = get_dataset(config.data.name)
     check_memory(config, sde, dataset.dim)
@@ -379,7 +409,10 @@ class Trained:
 def train_settings(config: ConfigDict) -> dict[str, Any]:
     """The keyword arguments of :func:`scoresde.training.train` set by ``config.training``."""
     c = config.training
-    names = ("n_iters", "lr", "warmup", "grad_clip", "ema_decay", "ema_warmup", "checkpoint_every")
+    names = (
+        "n_iters", "lr", "warmup", "grad_clip", "ema_decay", "ema_warmup", "checkpoint_every",
+        "precision",
+    )  # fmt: skip
     return {name: c[name] for name in names}
 
 
@@ -389,7 +422,8 @@ def train(
     """Train ``parts.model`` (resuming from ``workdir``'s newest checkpoint, if any).
 
     Every ``training.eval_every`` updates the EMA model's loss on one held-out batch (drawn once
-    from the ``"eval"`` stream, with the same stream's noise) is recorded.
+    from the ``"eval"`` stream, with the same stream's noise) is recorded. In a multi-process run
+    each rank draws its share of every batch (:class:`~scoresde.datasets.protocol.Shard`).
 
     Raises:
         see :func:`scoresde.training.train`.
@@ -405,7 +439,7 @@ def train(
     result = training.train(
         parts.model,
         parts.loss_fn,
-        batch_sampler(parts.dataset, c.batch_size),
+        parts.dataset.batches(c.batch_size, shard=_shard(parts)),
         seed=parts.seed,
         workdir=workdir,
         eval_every=c.eval_every or None,
@@ -423,6 +457,10 @@ def train(
         "wall_time_s": result.wall_time,
     }
     return Trained(result.model, result.ema_model, result.losses, section)
+
+
+def _shard(parts: Parts) -> Shard:
+    return Shard(distributed.rank(), distributed.world_size(), parts.seed)
 
 
 def load_trained(parts: Parts, checkpoint: Checkpoint) -> Trained:
@@ -470,18 +508,20 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
     """Draw ``sampling.n_samples`` samples with the sampler of ``config.sampling``.
 
     All randomness comes from the ``"sample"`` stream, so the samples are a function of the
-    weights, the config and the seed. The process figure's times are geometric from ``T`` to the
-    sampler's end ``eps``: the distribution changes fastest near ``eps``.
+    weights, the config, the seed (and the number of processes, each of which draws its share from
+    its own stream). The process figure's times are geometric from ``T`` to the sampler's end
+    ``eps``: the distribution changes fastest near ``eps``.
     """
     c, sde = parts.config.sampling, parts.sde
-    generator = parts.generator("sample")
+    generator = parts.generator("sample", distributed.rank())
+    rows = distributed.shard(c.n_samples)
     eps = grid_end(sde, eps=c.eps, sigma_min=c.sigma_min)
     wanted = np.geomspace(sde.T, eps, parts.config.eval.n_process_times).tolist()
     began = time.perf_counter()
     info = sample_sde(
         sde,
         score_fn,
-        (c.n_samples, parts.dataset.dim),
+        (rows.stop - rows.start, parts.dataset.dim),
         generator=generator,
         trajectory_times=wanted,
         return_info=True,
@@ -495,14 +535,14 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
         "predictor": c.predictor if c.sampler == "pc" else None,
         "corrector": c.corrector if c.sampler == "pc" else None,
         "n_samples": c.n_samples,
-        "nfe": info.nfe,
+        "nfe": int(distributed.maximum(info.nfe)),
         "wall_time_s": wall,
     }
     return Drawn(
-        samples=info.samples.to(torch.float32),
+        samples=distributed.gather(info.samples.to(torch.float32)),
         data=data,
         times=times,
-        reverse=list(info.trajectory),
+        reverse=[distributed.gather(x) for x in info.trajectory],
         forward=_forward_marginals(sde, data, times, generator),
         section=section,
     )
@@ -581,15 +621,16 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     ``nll_minus_entropy`` is, where the data's density is known, the mean over the same held-out
     points of ``log p_data(x) - log p_model(x)``, an estimate of ``KL(data || model) >= 0`` with a
     small variance; elsewhere the difference of the two means. All randomness comes from the
-    ``"eval"`` stream.
+    ``"eval"`` stream. In a multi-process run each rank computes the likelihood of its share of
+    the points (the held-out points are the same on every rank; Hutchinson's probes come from the
+    rank's own stream) and the log-densities are gathered in order.
     """
-    sde, dataset, e = parts.sde, parts.dataset, parts.config.eval
+    dataset, e = parts.dataset, parts.config.eval
     generator = parts.generator("eval")
     x = dataset.sample(e.n_eval, generator)
+    own = generator if distributed.is_main() else parts.generator("eval", distributed.rank())
     began = time.perf_counter()
-    result = log_likelihood(
-        sde, score_fn, x, generator=generator, return_info=True, **parts.likelihood
-    )
+    result = _sharded_likelihood(parts, score_fn, x, own)
     nll_time = time.perf_counter() - began
     nll_per_point = -result.logp.to(torch.float64)
     nll, nll_se = metrics.mean_and_stderr(nll_per_point)
@@ -618,9 +659,7 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten()], dim=1)
     began = time.perf_counter()
-    on_grid = log_likelihood(
-        sde, score_fn, grid, generator=generator, return_info=True, **parts.likelihood
-    )
+    on_grid = _sharded_likelihood(parts, score_fn, grid, own)
     grid_time = time.perf_counter() - began
     truth = None
     if dataset.has_exact_log_prob:
@@ -634,6 +673,29 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
         model_log_prob=on_grid.logp.reshape(g, g),
         true_log_prob=truth,
     )
+
+
+class _Likelihood(NamedTuple):
+    logp: Tensor
+    nfe: int
+
+
+def _sharded_likelihood(
+    parts: Parts, score_fn: ScoreFn, x: Tensor, generator: torch.Generator
+) -> _Likelihood:
+    """The log-likelihood of every point of ``x``, each rank computing its share (on the score
+    function it is given: the plain EMA network, never a DDP wrapper, whose collectives would hang
+    when an adaptive solver takes different steps on different ranks); the most score evaluations
+    any rank made."""
+    result = log_likelihood(
+        parts.sde,
+        score_fn,
+        x[distributed.shard(x.shape[0])],
+        generator=generator,
+        return_info=True,
+        **parts.likelihood,
+    )
+    return _Likelihood(distributed.gather(result.logp), int(distributed.maximum(result.nfe)))
 
 
 def draw(

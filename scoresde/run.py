@@ -17,6 +17,12 @@ Bad input (an unknown flag, value or config field, an invalid value or combinati
 that cannot be used, a corrupt checkpoint) prints one line, ``scoresde: error: ...``, and exits
 with status 2 (usage) or 1 (run), without a traceback and without writing anything; Ctrl-C exits
 with status 130 after saving the last update's checkpoint.
+
+Started by ``torchrun`` (``torchrun --standalone --nproc-per-node=N -m scoresde.run ...``; see
+docs/scale.md), each process joins the run's process group (:mod:`scoresde.distributed`) and only
+rank 0 prints. An error that every rank meets alike (bad input, a refused directory, a non-finite
+loss) is printed once, by rank 0; any other (a file error, a lost peer) by the rank that met it,
+named, in one line; ``torchrun`` then stops the other ranks.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 from absl import flags
 from ml_collections import ConfigDict, config_flags
 
+from scoresde import distributed
 from scoresde.checkpoint import CheckpointError
 from scoresde.config import (
     FIELDS,
@@ -257,15 +264,26 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def _error(message: object, status: int) -> int:
-    print(f"scoresde: error: {message}", file=sys.stderr)
+def _error(message: object, status: int, shared: bool = True) -> int:
+    """Print ``scoresde: error: MESSAGE`` (in a multi-process run: once, from rank 0, for an error
+    every rank meets alike, ``shared``; else from this rank, naming it) and return ``status``."""
+    if distributed.world_size() > 1 and not shared:
+        message = f"rank {distributed.rank()} of {distributed.world_size()}: {message}"
+    if distributed.is_main() or not shared:
+        print(f"scoresde: error: {message}", file=sys.stderr)
     return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``scoresde`` command; returns the exit status (0 success, 1 run error, 2 bad input,
     130 interrupted)."""
-    logging.basicConfig(level=logging.WARNING, format="scoresde: %(message)s")
+    with distributed.process_group():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    level = logging.WARNING if distributed.is_main() else logging.ERROR
+    logging.basicConfig(level=level, format="scoresde: %(message)s")
     try:
         args, overrides = parse_args(argv)
         config = resolve_config(args, overrides)
@@ -281,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.dry_run:
             RunDirectory(workdir).check_usable()
-            print(config.to_json(indent=2))
+            if distributed.is_main():
+                print(config.to_json(indent=2))
             return 0
         result = run(
             parts,
@@ -290,14 +309,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=sys.stderr.isatty(),
         )
-    except (RunError, CheckpointError, NonFiniteLossError, OSError, MemoryError) as err:
+    except (RunError, CheckpointError, NonFiniteLossError, distributed.OtherRankFailed) as err:
         return _error(err, 1)
+    except (OSError, MemoryError) as err:
+        return _error(err, 1, shared=False)
+    except RuntimeError as err:
+        if not distributed.active():
+            raise
+        # a lost peer (gloo: "Connection reset by peer", NCCL: a DistBackendError), or this rank's
+        # own failure: torchrun stops the other ranks; the last checkpoint written stays
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return _error(f"stopped: {first}", 1, shared=False)
     except TrainingInterrupted as err:
         return _error(f"{err}; run the same command to resume", 130)
     except KeyboardInterrupt:
         where = workdir / CHECKPOINTS
         return _error(f"interrupted; the trained model stays in {where}", 130)
-    print(summary(result, workdir))
+    if distributed.is_main():
+        print(summary(result, workdir))
     return 0
 
 

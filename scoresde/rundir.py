@@ -18,6 +18,10 @@ different run, no trained model to sample, samples that are not an array of poin
 written to a temporary name and renamed into place, so an interrupted run leaves the old file or
 the new one, never half of one. Training a model further deletes what described the old one (its
 samples, figures and their ``metrics.json`` sections).
+
+Under ``torchrun`` every process runs the stages, and rank 0 alone checks, locks and writes the
+directory (the others read its checkpoints, so with several nodes it must be on a shared file
+system); a refusal on rank 0 stops every rank before any work.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from scoresde import pipeline
+from scoresde import distributed, pipeline
 from scoresde.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
 from scoresde.config import trained_fields
 from scoresde.training import differences
@@ -297,8 +301,11 @@ def run(
     is refused unless ``overwrite`` discards it. Sampling and evaluation settings, and
     ``training.n_iters`` (to train longer), may change between invocations.
 
+    In a multi-process run every rank calls this; rank 0 returns the metrics, the others ``{}``.
+
     Raises:
         RunError, CheckpointError: the run cannot start (nothing was written).
+        OtherRankFailed: on the other ranks, when rank 0 refused the run.
         NonFiniteLossError, TrainingInterrupted: training stopped (see :func:`scoresde.train`).
     """
     if mode not in MODES:
@@ -310,48 +317,67 @@ def run(
         )
     began = time.perf_counter()
     rundir = RunDirectory(workdir)
-    rundir.check_usable()
-    if not trains and not rundir.has_checkpoints():
-        raise RunError(f"no trained model in {rundir / CHECKPOINTS}; run with --mode train first")
-    with rundir.locked(), torch_threads(parts.config.threads):
-        checkpoint = None if overwrite else rundir.latest_checkpoint()
-        if checkpoint is not None:
-            found = differences(checkpoint.config, trained_fields(parts.config))
-            if found:
+    main = distributed.is_main()
+    config = parts.config
+    info = {"dataset": config.data.name, "sde": config.sde.name, "seed": config.seed}
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> tuple[Checkpoint | None, torch.Tensor | None]:
+            """Check, lock and set up the directory (rank 0's part before any work)."""
+            rundir.check_usable()
+            if not trains and not rundir.has_checkpoints():
                 raise RunError(
-                    f"{rundir.path} holds a run with a different config ({'; '.join(found)}); "
-                    "pass --overwrite to discard it, or choose another --workdir"
+                    f"no trained model in {rundir / CHECKPOINTS}; run with --mode train first"
                 )
-        if not trains and checkpoint is None:
-            raise RunError(f"no trained model in {rundir / CHECKPOINTS}; run --mode train first")
-        saved = rundir.load_samples(parts.dataset.dim) if mode == "eval" else None
-        if overwrite:
-            rundir.discard()
-        config = parts.config
-        rundir.write(CONFIG_FILE, (config.to_json(indent=2) + "\n").encode())
-        info = {"dataset": config.data.name, "sde": config.sde.name, "seed": config.seed}
-        rundir.update_metrics({"run": info})
+            stack.enter_context(rundir.locked())
+            checkpoint = None if overwrite else rundir.latest_checkpoint()
+            if checkpoint is not None:
+                found = differences(checkpoint.config, trained_fields(parts.config))
+                if found:
+                    raise RunError(
+                        f"{rundir.path} holds a run with a different config ({'; '.join(found)}); "
+                        "pass --overwrite to discard it, or choose another --workdir"
+                    )
+            if not trains and checkpoint is None:
+                raise RunError(
+                    f"no trained model in {rundir / CHECKPOINTS}; run --mode train first"
+                )
+            saved = rundir.load_samples(parts.dataset.dim) if mode == "eval" else None
+            if overwrite:
+                rundir.discard()
+            rundir.write(CONFIG_FILE, (config.to_json(indent=2) + "\n").encode())
+            rundir.update_metrics({"run": info})
+            return checkpoint, saved
+
+        stack.enter_context(torch_threads(config.threads))
+        checkpoint, saved = distributed.run_on_main(prepare) or (None, None)
 
         if trains:
             trained = pipeline.train(parts, rundir.path, progress=progress)
-            if trained.section["steps_this_run"]:
+            if main and trained.section["steps_this_run"]:
                 rundir.forget_the_model()
-            rundir.update_metrics({"training": trained.section})
+            if main:
+                rundir.update_metrics({"training": trained.section})
         else:
+            checkpoint = checkpoint if main else rundir.latest_checkpoint()
             trained = pipeline.load_trained(parts, checkpoint)
         score_fn = parts.score_fn(trained.ema_model)
         drawn = measured = None
         if mode in ("sample", "all"):
             drawn = pipeline.sample(parts, score_fn)
-            rundir.save_samples(drawn.samples)
-            rundir.update_metrics({"sampling": drawn.section}, drop=["samples"])
+            if main:
+                rundir.save_samples(drawn.samples)
+                rundir.update_metrics({"sampling": drawn.section}, drop=["samples"])
         if mode in ("eval", "all"):
             samples = drawn.samples if drawn is not None else saved
             measured = pipeline.evaluate(parts, score_fn, samples)
             sections = {"likelihood": measured.likelihood, "density_grid": measured.density_grid}
             if measured.samples is not None:
                 sections["samples"] = measured.samples
-            rundir.update_metrics(sections, drop=["samples"])
+            if main:
+                rundir.update_metrics(sections, drop=["samples"])
+        if not main:
+            return {}
         losses = trained.losses if trains else None
         for name, figure in pipeline.draw(parts, losses, drawn, measured).items():
             rundir.save_figure(name, figure)

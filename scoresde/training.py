@@ -23,6 +23,18 @@ forked, so evaluating does not change training. A checkpoint holds the model, EM
 config, loss history and both RNG states; a run resumed from it reproduces the uninterrupted run
 bitwise on the CPU.
 
+Many processes (``torchrun``; :mod:`scoresde.distributed`): each rank's generator and global RNG
+are seeded from :func:`~scoresde.distributed.rank_seed` (rank 0's from ``seed`` itself), the loss
+runs through ``DistributedDataParallel``, which averages the gradients, so every rank applies the
+same update; the logged loss is the mean over the ranks, only rank 0 writes checkpoints and logs,
+and a checkpoint holds every rank's RNG states. Resumed with the same number of processes, a run
+continues bitwise; with another number, the weights, EMA, optimizer and step continue exactly and
+each rank's random stream continues where it has a saved state (a new rank starts its own).
+
+Precision ``"bf16"`` runs the loss (the forward pass) under ``torch.autocast`` in bfloat16; the
+weights, their gradients, Adam's moments and the EMA stay float32 (no loss scaling is needed:
+bfloat16 has float32's exponent range).
+
 Ctrl-C (SIGINT, in the main thread) lets the update under way finish, writes a checkpoint of it
 (with a ``workdir``) and raises :class:`TrainingInterrupted`; a second Ctrl-C interrupts at once,
 and the newest checkpoint on disk is then the previous one. Either way the run resumes.
@@ -48,6 +60,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from scoresde import distributed
 from scoresde.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -56,7 +69,7 @@ from scoresde.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from scoresde.validation import check_int, check_number, check_positive
+from scoresde.validation import check_choice, check_int, check_number, check_positive
 
 __all__ = [
     "EMA",
@@ -64,6 +77,7 @@ __all__ = [
     "TrainResult",
     "TrainingLoss",
     "NonFiniteLossError",
+    "PRECISIONS",
     "ConfigMismatchError",
     "TrainingInterrupted",
     "differences",
@@ -73,6 +87,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``precision`` -> the dtype the loss's forward pass is autocast to (``None``: none, float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 TrainingLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 """``loss_fn(model, batch, generator) -> scalar loss``, all its noise drawn from ``generator``.
@@ -214,6 +231,8 @@ class TrainState:
         step: updates done so far.
         losses: the loss of every update so far, ``losses[k - 1]`` for update ``k``.
         evals: the periodic evaluations so far.
+        ddp: the ``DistributedDataParallel`` wrapper of ``model`` the loss runs through in a
+            multi-process run (``None`` in one process).
     """
 
     model: nn.Module
@@ -223,6 +242,7 @@ class TrainState:
     step: int = 0
     losses: list[float] = dataclasses.field(default_factory=list)
     evals: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    ddp: nn.Module | None = None
 
     @property
     def params(self) -> list[Tensor]:
@@ -245,12 +265,15 @@ class TrainState:
     ) -> TrainState:
         """A state at step 0: Adam, an EMA starting at the model, generators seeded from ``seed``.
 
-        Seeds torch's global RNG too (from ``seed``, on a stream other than the generator's).
+        Seeds torch's global RNG too (from ``seed``, on a stream other than the generator's). In a
+        multi-process run each rank seeds both from its own
+        :func:`~scoresde.distributed.rank_seed` of ``seed``.
         """
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no trainable parameters")
         optimizer = _adam(params, lr, weight_decay)
+        seed = distributed.rank_seed(seed)
         generator = torch.Generator(device=params[0].device).manual_seed(seed)
         torch.manual_seed(_global_seed(seed))
         return cls(model, EMA(model, ema_decay, warmup=ema_warmup), optimizer, generator)
@@ -268,23 +291,31 @@ class TrainState:
         self.optimizer.load_state_dict(checkpoint.optimizer)
         for group, settings in zip(self.optimizer.param_groups, groups, strict=True):
             group.update({k: v for k, v in settings.items() if k != "params"})
-        _set_rng_states(checkpoint.rng, self.generator, self.device)
+        _set_rng_states(_rank_states(checkpoint.rng), self.generator, self.device)
         self.step = checkpoint.step
         self.losses, self.evals = list(checkpoint.losses), list(checkpoint.evals)
 
     def checkpoint(self, config: dict[str, Any] | None, settings: dict[str, Any]) -> Checkpoint:
-        """This state as a :class:`~scoresde.checkpoint.Checkpoint`."""
+        """This state as a :class:`~scoresde.checkpoint.Checkpoint`, with every rank's RNG
+        states (rank 0's under their plain names, rank ``r``'s as ``NAME.rank<r>``); in a
+        multi-process run every rank must call it (it gathers them)."""
+        ranks = distributed.gather_objects(_rng_states(self.generator, self.device))
+        rng = {
+            f"{name}.rank{r}" if r else name: v
+            for r, s in enumerate(ranks)
+            for name, v in s.items()
+        }
         loop = {"settings": settings, "ema_updates": self.ema.num_updates}
         return Checkpoint(
             step=self.step,
             model=self.model.state_dict(),
             ema=self.ema.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            rng=_rng_states(self.generator, self.device),
+            rng=rng,
             config=config,
             losses=self.losses,
             evals=self.evals,
-            loop={**loop, "device": self.device.type},
+            loop={**loop, "device": self.device.type, "processes": len(ranks)},
         )
 
 
@@ -296,19 +327,25 @@ def train_step(
     lr: float,
     grad_clip: float | None,
     last: Path | None = None,
+    precision: str = "fp32",
 ) -> float:
     """One update of ``state`` on ``batch`` at learning rate ``lr``; its loss.
 
-    The loss and the gradient norm are checked before anything changes: a non-finite one raises
-    :class:`NonFiniteLossError` (naming ``last``, the last good checkpoint) and the update is not
-    applied.
+    The loss runs under autocast to :data:`PRECISIONS` ``[precision]``, through ``state.ddp``
+    when there is one; the loss returned (and recorded) is its mean over the ranks. The loss and
+    the gradient norm are checked before anything changes (on every rank alike): a non-finite one
+    raises :class:`NonFiniteLossError` (naming ``last``, the last good checkpoint) and the update
+    is not applied.
     """
     step = state.step + 1
-    loss = loss_fn(state.model, batch, state.generator)
+    dtype = PRECISIONS[check_choice("precision", precision, PRECISIONS)]
+    net = state.model if state.ddp is None else state.ddp
+    with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = loss_fn(net, batch, state.generator)
     if not (isinstance(loss, Tensor) and loss.ndim == 0):
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise ValueError(f"loss_fn must return a scalar tensor; got {shape}")
-    value = loss.item()
+    value = distributed.mean(loss.detach())
     if not math.isfinite(value):
         raise NonFiniteLossError(step, value, None, last)
     state.optimizer.zero_grad(set_to_none=True)
@@ -375,6 +412,7 @@ def train(
     allow_config_change: bool = False,
     progress: bool = True,
     log_every: int = 100,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``model`` to minimise ``loss_fn`` for ``n_iters`` updates in total.
 
@@ -406,6 +444,11 @@ def train(
             may always change, to train longer.
         progress: show a tqdm progress bar with the loss.
         log_every: log the mean loss of the last this many updates (logger ``scoresde.training``).
+        precision: ``"fp32"``, or ``"bf16"`` to autocast the loss's forward pass to bfloat16
+            (weights, gradients and optimizer state stay float32).
+
+    In a multi-process run (:mod:`scoresde.distributed`) every rank calls this with its own
+    ``sample_batch`` (its share of the global batch); only rank 0 writes and logs.
 
     Returns:
         A :class:`TrainResult`.
@@ -430,6 +473,7 @@ def train(
     if keep is not None:
         check_int("keep", keep, 1)
     check_int("log_every", log_every, 1)
+    check_choice("precision", precision, PRECISIONS)
     if (eval_every is None) != (eval_fn is None):
         raise ValueError(
             f"eval_every and eval_fn go together; got eval_every={eval_every!r} and "
@@ -462,6 +506,7 @@ def train(
     if last is not None:
         state.resume(_checkpoint_to_resume(last, config, settings, state, allow_config_change))
         logger.info("resuming from %s at step %d", last, state.step)
+    state.ddp = distributed.wrap(model)
     start = state.step
     books = _Bookkeeping(state, n_iters, progress, log_every, eval_every, eval_fn)
     saver = _Checkpoints(state, ckpt_dir, checkpoint_every, keep, config, settings, last)
@@ -472,10 +517,14 @@ def train(
         while state.step < n_iters:
             batch = sample_batch(state.generator).to(state.device)
             rate = warmup_lr(state.step + 1, lr, warmup)
-            train_step(state, loss_fn, batch, lr=rate, grad_clip=grad_clip, last=saver.last)
+            train_step(
+                state, loss_fn, batch, lr=rate, grad_clip=grad_clip, last=saver.last,
+                precision=precision,
+            )  # fmt: skip
             books.after_step(rate)
-            saver.after_step(final=state.step == n_iters or interrupted())
-            if interrupted():
+            stop = distributed.any_true(interrupted())  # every rank stops after the same update
+            saver.after_step(final=state.step == n_iters or stop)
+            if stop:
                 raise TrainingInterrupted(state.step, saver.last)
     return TrainResult(
         model=model,
@@ -504,8 +553,13 @@ class _Bookkeeping:
     ):
         self.state, self.n_iters, self.log_every = state, n_iters, log_every
         self.eval_every, self.eval_fn = eval_every, eval_fn
+        self.logs = distributed.is_main()
         self.bar = tqdm(
-            total=n_iters, initial=state.step, disable=not progress, desc="training", unit="step"
+            total=n_iters,
+            initial=state.step,
+            disable=not (progress and self.logs),
+            desc="training",
+            unit="step",
         )
 
     def __enter__(self) -> _Bookkeeping:
@@ -519,7 +573,7 @@ class _Bookkeeping:
         if not self.bar.disable:
             self.bar.set_postfix(loss=f"{state.losses[-1]:.4g}", refresh=False)
             self.bar.update(1)
-        if step % self.log_every == 0:
+        if self.logs and step % self.log_every == 0:
             recent = state.losses[-self.log_every :]
             logger.info(
                 "step %d/%d  loss %.5g (mean of last %d)  lr %.3g",
@@ -527,7 +581,8 @@ class _Bookkeeping:
             )  # fmt: skip
         if self.eval_fn is not None and step % self.eval_every == 0:
             state.evals.append(_evaluate(self.eval_fn, state.ema.model, step, state.device))
-            logger.info("step %d  eval %s", step, state.evals[-1])
+            if self.logs:
+                logger.info("step %d  eval %s", step, state.evals[-1])
 
 
 class _Checkpoints:
@@ -553,9 +608,10 @@ class _Checkpoints:
         if self.directory is None or not due or step == self.last_step:
             return
         checkpoint = self.state.checkpoint(self.config, self.settings)
-        self.last = save_checkpoint(self.directory, checkpoint, keep=self.keep)
         self.last_step = step
-        logger.info("step %d  saved %s", step, self.last)
+        if distributed.is_main():
+            self.last = save_checkpoint(self.directory, checkpoint, keep=self.keep)
+            logger.info("step %d  saved %s", step, self.last)
 
 
 @contextlib.contextmanager
@@ -629,9 +685,21 @@ def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, T
     return states
 
 
+def _rank_states(states: dict[str, Tensor]) -> dict[str, Tensor]:
+    """This rank's RNG states among a checkpoint's (rank 0's under the plain names); a rank the
+    checkpoint has none for (it was written by fewer processes) keeps its fresh stream."""
+    r = distributed.rank()
+    if r == 0:
+        return states
+    suffix = f".rank{r}"
+    return {k.removesuffix(suffix): v for k, v in states.items() if k.endswith(suffix)}
+
+
 def _set_rng_states(
     states: dict[str, Tensor], generator: torch.Generator, device: torch.device
 ) -> None:
+    if not states:
+        return
     generator.set_state(states["generator"])
     torch.set_rng_state(states["torch"])
     if device.type == "cuda":

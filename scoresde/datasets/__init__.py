@@ -19,7 +19,7 @@ from scoresde.datasets.images import (
     read_idx,
     stratified_split,
 )
-from scoresde.datasets.protocol import Dataset, EpochBatches, LabelledBatch, Split
+from scoresde.datasets.protocol import Dataset, EpochBatches, LabelledBatch, Shard, Split
 from scoresde.datasets.toy import (
     TOY_DATASETS,
     Checkerboard,
@@ -39,6 +39,7 @@ __all__ = [
     "Split",
     "LabelledBatch",
     "EpochBatches",
+    "Shard",
     "DATASETS",
     "load_dataset",
     "GaussianMixture",

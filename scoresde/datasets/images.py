@@ -50,6 +50,7 @@ from scoresde.datasets.protocol import (
     BatchSampler,
     Dataset,
     EpochBatches,
+    Shard,
     Split,
     check_split,
 )
@@ -182,11 +183,18 @@ class ImageDataset(Dataset):
         """The number of training images."""
         return len(self._levels["train"])
 
-    def batches(self, batch_size: int, *, labels: bool = False, start: int = 0) -> BatchSampler:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        labels: bool = False,
+        start: int = 0,
+        shard: Shard | None = None,
+    ) -> BatchSampler:
         """:class:`~scoresde.datasets.protocol.EpochBatches` of the training images."""
         self._check_labels(check_bool("labels", labels))
         y = self._labels["train"] if labels and self._labels is not None else None
-        return EpochBatches(self._train_x, batch_size, y=y, start=start)
+        return EpochBatches(self._train_x, batch_size, y=y, start=start, shard=shard)
 
     def split(
         self, name: str, n: int | None = None, generator: torch.Generator | None = None

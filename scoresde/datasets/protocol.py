@@ -11,8 +11,9 @@ to know whether it holds 2D points or images:
                 for bits/dim, or ``None`` for continuous data
 ``data_range``  ``(lo, hi)``: the interval the model's data lie in (``(-1, 1)`` for images), the
                 ``data_range`` of :func:`scoresde.bits_per_dim`; ``None`` for unbounded data
-``batches``     ``batches(batch_size, labels=False, start=0)``: the training loop's
-                ``sample_batch(generator)``; a :class:`LabelledBatch` per call with ``labels``
+``batches``     ``batches(batch_size, labels=False, start=0, shard=None)``: the training loop's
+                ``sample_batch(generator)``; a :class:`LabelledBatch` per call with ``labels``;
+                with a :class:`Shard`, this process's part of each global batch
 ``split``       ``split(name, n=None, generator=None)``: a :class:`Split` of evaluation data
 ``to_data``     the model's values in the data's own units (grey levels for images)
 ``show``        ``show(ax, x)``: draw a batch onto a matplotlib ``Axes``
@@ -24,6 +25,12 @@ and :attr:`Split.levels` keeps the integer levels that bits/dim needs.
 :class:`EpochBatches` is the batch stream of a finite dataset: each epoch a fresh permutation,
 reproducible from the seed of the generator it is called with and the step, so a resumed run (whose
 checkpoint holds only generator states and the step) continues the same stream.
+
+A :class:`Shard` splits each global batch of ``B`` rows over the ``W`` processes of a data-parallel
+run (:mod:`scoresde.distributed`): each draws ``B / W`` rows a call. A dataset of fresh samples
+draws them from the process's own generator; :class:`EpochBatches` gives process ``r`` rows
+``[r B / W, (r + 1) B / W)`` of the global batch, so the processes together visit the epoch's one
+permutation exactly as a single process would.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from torch import Tensor
 
 from scoresde.validation import check_choice, check_int
 
-__all__ = ["Dataset", "Split", "LabelledBatch", "EpochBatches", "BatchSampler", "SPLITS"]
+__all__ = ["Dataset", "Split", "LabelledBatch", "EpochBatches", "BatchSampler", "Shard", "SPLITS"]
 
 SPLITS = ("train", "test")
 
@@ -56,6 +63,31 @@ class LabelledBatch(NamedTuple):
     def to(self, device: torch.device | str) -> LabelledBatch:
         """Both tensors on ``device``."""
         return LabelledBatch(self.x.to(device), self.y.to(device))
+
+
+class Shard(NamedTuple):
+    """This process's part of each global batch in a run of ``world`` processes.
+
+    Attributes:
+        rank: this process, ``0 .. world - 1``.
+        world: the number of processes; the global batch size must be a multiple of it.
+        seed: the run's seed, the same on every process (each process's generator has a seed of
+            its own, but an epoch's permutation must be one permutation on all of them).
+    """
+
+    rank: int
+    world: int
+    seed: int
+
+    def rows(self, batch_size: int) -> slice:
+        """The rows of a global batch of ``batch_size`` that this process draws."""
+        if batch_size % self.world:
+            raise ValueError(
+                f"batch_size must be a multiple of the number of processes ({self.world}); "
+                f"got {batch_size}"
+            )
+        b = batch_size // self.world
+        return slice(self.rank * b, (self.rank + 1) * b)
 
 
 BatchSampler = Callable[[torch.Generator], "Tensor | LabelledBatch"]
@@ -91,13 +123,21 @@ class Dataset(abc.ABC):
     data_range: tuple[float, float] | None = None
 
     @abc.abstractmethod
-    def batches(self, batch_size: int, *, labels: bool = False, start: int = 0) -> BatchSampler:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        labels: bool = False,
+        start: int = 0,
+        shard: Shard | None = None,
+    ) -> BatchSampler:
         """The training loop's ``sample_batch(generator)``, drawing ``batch_size`` samples a call.
 
         Arguments:
-            batch_size: samples per batch.
+            batch_size: samples per (global) batch.
             labels: return :class:`LabelledBatch` ``(x, y)`` instead of ``x`` (labelled data only).
             start: the number of batches a resumed run has already drawn (streams with a state).
+            shard: draw only this process's ``batch_size / shard.world`` rows of each batch.
         """
 
     @abc.abstractmethod
@@ -148,16 +188,30 @@ class EpochBatches:
     restored, ``start`` = the checkpoint's step) draws exactly the batches of the uninterrupted
     run. The generator's state itself is not consumed.
 
+    With a :class:`Shard`, each call returns the shard's rows of batch ``k`` (``B / W`` of them),
+    and ``s = shard.seed`` on every process.
+
     Arguments:
         x: samples ``(N, *D)``.
         batch_size: ``B``, at most ``N``.
         y: labels ``(N,)``; with them each batch is a :class:`LabelledBatch`.
         start: the index of the first batch to return.
+        shard: this process's part of each batch (default: all of it).
     """
 
-    def __init__(self, x: Tensor, batch_size: int, *, y: Tensor | None = None, start: int = 0):
+    def __init__(
+        self,
+        x: Tensor,
+        batch_size: int,
+        *,
+        y: Tensor | None = None,
+        start: int = 0,
+        shard: Shard | None = None,
+    ):
         n = x.shape[0]
         self.batch_size = check_int("batch_size", batch_size, 1, n)
+        self.shard = shard
+        self._rows = slice(None) if shard is None else shard.rows(self.batch_size)
         if y is not None and y.shape != (n,):
             raise ValueError(f"y must have shape ({n},) to label x; got {tuple(y.shape)}")
         self.x, self.y = x, y
@@ -174,7 +228,8 @@ class EpochBatches:
         return self._cached[2][j * self.batch_size : (j + 1) * self.batch_size]
 
     def __call__(self, generator: torch.Generator) -> Tensor | LabelledBatch:
-        rows = self.indices(generator.initial_seed(), self.step)
+        seed = generator.initial_seed() if self.shard is None else self.shard.seed
+        rows = self.indices(seed, self.step)[self._rows]
         self.step += 1
         if self.y is None:
             return self.x[rows]

@@ -56,7 +56,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
-from scoresde.datasets.protocol import Dataset, Split, check_split
+from scoresde.datasets.protocol import Dataset, Shard, Split, check_split
 from scoresde.display import show_points
 from scoresde.registry import Registry
 from scoresde.validation import check_int
@@ -108,14 +108,22 @@ class ToyDensity(Dataset):
         return (self.dim,)
 
     def batches(
-        self, batch_size: int, *, labels: bool = False, start: int = 0
+        self,
+        batch_size: int,
+        *,
+        labels: bool = False,
+        start: int = 0,
+        shard: Shard | None = None,
     ) -> Callable[[torch.Generator], Tensor]:
         """``sample_batch(generator)``: ``batch_size`` fresh samples a call (``start`` is unused:
-        every batch is new draws from the generator, so there is nothing to skip)."""
+        every batch is new draws from the generator, so there is nothing to skip); with a
+        ``shard``, ``batch_size / shard.world`` of them, from this process's own generator."""
         self._check_labels(labels)
         batch_size = check_int("batch_size", batch_size, 1)
         check_int("start", start, 0)
-        return lambda generator: self.sample(batch_size, generator)
+        rows = slice(0, batch_size) if shard is None else shard.rows(batch_size)
+        n = rows.stop - rows.start
+        return lambda generator: self.sample(n, generator)
 
     def split(
         self, name: str, n: int | None = None, generator: torch.Generator | None = None
