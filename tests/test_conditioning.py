@@ -22,7 +22,7 @@ from scoresde.conditioning import (
     named_mask,
     target_of,
 )
-from scoresde.config import ConfigError
+from scoresde.config import REPOSITORY_CONFIGS, ConfigError, load_config_file
 from scoresde.datasets import ImageDataset, LabelledBatch
 from scoresde.datasets.toy import MixtureDensity, get_dataset
 from scoresde.nets import LabelEmbedding, MLPClassifier
@@ -391,3 +391,10 @@ def test_classifier_free_guidance_of_a_trained_network_samples_the_class(tmp_pat
     capsys.readouterr()
     assert fractions["3"] > 0.95 and 0.4 < fractions["1"] < fractions["3"]
     assert fractions["0"] < 0.25
+
+
+def test_the_conditional_example_config_builds():
+    config = load_config_file(REPOSITORY_CONFIGS / "toy" / "vp_cond.py")
+    parts = pipeline.build(config)
+    assert parts.conditioning.describe() == "class 3, cfg guidance, gamma = 2"
+    assert parts.model.label is not None and parts.conditioning.target.name == "8gaussians|y=3"
