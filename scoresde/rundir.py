@@ -363,7 +363,10 @@ def run(
         info = {"dataset": config.data.name, "sde": config.sde.name, "seed": config.seed}
         if parts.conditioning.describe():
             info["conditioning"] = parts.conditioning.describe()
-        rundir.update_metrics({"run": info})
+        before = rundir.metrics().get("run", {}).get("conditioning")
+        # the measures of another label or guidance describe another law
+        changed = _SECTIONS_OF_THE_MODEL if before != info.get("conditioning") else ()
+        rundir.update_metrics({"run": info}, drop=changed)
 
         if trains:
             trained = pipeline.train(parts, rundir.path, progress=progress)
