@@ -102,6 +102,7 @@ def get_default_configs() -> ConfigDict:
     training.checkpoint_every = 2000
     training.eval_every = 0  # 0: no periodic evaluation of the EMA model's held-out loss
     training.precision = "fp32"  # or "bf16": autocast the loss, float32 weights and Adam
+    training.p_uncond = 0.0  # > 0: a conditional network, labels dropped at this rate (CFG)
 
     config.sampling = sampling = ConfigDict()
     sampling.sampler = "pc"
@@ -119,6 +120,20 @@ def get_default_configs() -> ConfigDict:
         sampling[name] = config_dict.placeholder(kind)
     sampling.predictor = "euler_maruyama"
     sampling.corrector = "none"
+    # Conditional generation (docs/guidance.md, "From the command line"): a class, a guidance,
+    # its scale gamma (1: the conditional law; cfg's w = gamma - 1), and inpainting of test data.
+    sampling.label = config_dict.placeholder(int)  # None: unconditional
+    sampling.guidance = "none"  # "classifier" or "cfg"
+    sampling.guidance_scale = 1.0
+    sampling.inpaint = "none"  # "lower_half", "left_half", "random:P" or a mask file (.npy)
+    sampling.inpaint_method = "replacement"  # or "smc"
+    sampling.particles = 64  # smc's particles per observation
+
+    # The noise-conditional classifier of sampling.guidance = "classifier": the network of the
+    # model group with a C-way head, trained with the training group's other settings.
+    config.classifier = classifier = ConfigDict()
+    classifier.n_iters = 2000
+    classifier.lr = 2e-3
 
     config.eval = evaluation = ConfigDict()
     evaluation.n_eval = 3000

@@ -34,6 +34,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from scoresde.datasets.toy import TOY_DATASETS
+from scoresde.inpainting import METHODS as INPAINT_METHODS
 from scoresde.likelihood import TRACES
 from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS
 from scoresde.nets.mlp import EMBEDDINGS
@@ -48,6 +49,7 @@ from scoresde.validation import Rule, boolean, choice, integer, number, optional
 __all__ = [
     "ConfigError",
     "FIELDS",
+    "GUIDANCES",
     "SDES",
     "REPOSITORY_CONFIGS",
     "load_config_file",
@@ -65,6 +67,12 @@ REPOSITORY_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 SDES: Registry[type[SDE]] = Registry("sde", {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE})
 """SDE name -> constructor; :func:`sde_options` gives it the ``sde`` fields it takes by name."""
+
+
+GUIDANCES = ("none", "classifier", "cfg")
+"""``sampling.guidance``: none, classifier guidance (a noisy classifier trained in the run) or
+classifier-free guidance (a conditional network, ``training.p_uncond > 0``);
+:mod:`scoresde.conditioning`."""
 
 
 class ConfigError(ValueError):
@@ -161,6 +169,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "training.checkpoint_every": integer(1),
     "training.eval_every": integer(0),
     "training.precision": choice(PRECISIONS),
+    "training.p_uncond": number(0, 1, high_open=True),
     "sampling.sampler": SAMPLERS,
     "sampling.num_steps": optional(integer(1, 100_000)),
     "sampling.grid": optional(choice(GRIDS)),
@@ -170,10 +179,18 @@ FIELDS: dict[str, Rule | Registry] = {
     "sampling.sigma_min": optional(positive()),
     "sampling.denoise": boolean(),
     "sampling.n_samples": integer(2),
+    "sampling.label": optional(integer(0)),
+    "sampling.guidance": choice(GUIDANCES),
+    "sampling.guidance_scale": number(0, 1000),
+    "sampling.inpaint": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a mask"),
+    "sampling.inpaint_method": choice(INPAINT_METHODS),
+    "sampling.particles": integer(1, 100_000),
     **{
         f"sampling.{name}": _sampler_option_rule(name, kind)
         for name, kind in sampler_option_types().items()
     },
+    "classifier.n_iters": integer(1),
+    "classifier.lr": number(0, 1, low_open=True),
     "eval.n_eval": integer(2),
     "eval.eps": positive(),
     "eval.method": choice(ODE_METHODS),

@@ -39,16 +39,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from scoresde import distributed, metrics, training
 from scoresde.checkpoint import Checkpoint
+from scoresde.conditioning import (
+    Conditioning,
+    class_measures,
+    conditioning_of,
+    inpaint_options,
+    inpaint_split,
+)
 from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
 from scoresde.datasets.protocol import Shard
 from scoresde.datasets.toy import ToyDensity, get_dataset
+from scoresde.inpainting import inpaint
 from scoresde.likelihood import log_likelihood
-from scoresde.losses import get_loss_fn
-from scoresde.nets import get_model
+from scoresde.losses import classifier_loss_fn, conditional_loss_fn, get_loss_fn
+from scoresde.nets import get_classifier, get_model
 from scoresde.sampling import SAMPLERS
 from scoresde.sampling import sample as sample_sde
 from scoresde.sampling.grids import grid_end
-from scoresde.score import get_score_fn
+from scoresde.score import get_cond_score_fn, get_score_fn
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 
 if TYPE_CHECKING:
@@ -73,7 +81,7 @@ __all__ = [
 
 #: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
 #: the seed itself), each an independent generator (:meth:`Parts.generator`).
-STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4}
+STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4, "inpaint": 5, "classifier": 6}
 
 
 def stream_generator(seed: int, stream: str, rank: int = 0) -> torch.Generator:
@@ -103,6 +111,10 @@ class Parts:
         loss_fn: the training loss ``loss_fn(model, batch, generator)`` of ``config.training``.
         sampling: the keyword arguments of :func:`scoresde.sample` (:func:`sampler_options`).
         likelihood: those of :func:`scoresde.log_likelihood` (:func:`likelihood_options`).
+        conditioning: the label, guidance and inpainting of ``config.sampling``
+            (:mod:`scoresde.conditioning`).
+        classifier: the noise-conditional classifier of classifier guidance (``config.model``'s
+            network with a ``C``-way head, initialised from the seed), or ``None``.
     """
 
     config: ConfigDict
@@ -113,6 +125,8 @@ class Parts:
     loss_fn: training.TrainingLoss
     sampling: dict[str, Any]
     likelihood: dict[str, Any]
+    conditioning: Conditioning
+    classifier: nn.Module | None = None
 
     @property
     def seed(self) -> int:
@@ -122,9 +136,24 @@ class Parts:
         """A generator for the random stream ``stream`` of the run (:func:`stream_generator`)."""
         return stream_generator(self.seed, stream, rank)
 
-    def score_fn(self, model: Callable[[Tensor, Tensor], Tensor]) -> ScoreFn:
-        """The score function of ``model`` under ``config.model.parameterization``."""
-        return _score_fn(self.config, self.sde, model, self.data_std)
+    def score_fn(
+        self, model: Callable[..., Tensor], classifier: nn.Module | None = None
+    ) -> ScoreFn:
+        """The score function the run samples: that of ``model`` under
+        ``config.model.parameterization``, conditioned and guided as ``config.sampling`` says
+        (:meth:`~scoresde.conditioning.Conditioning.score_fn`; ``classifier`` for classifier
+        guidance)."""
+        if not self.conditioning.conditional_model and self.conditioning.label is None:
+            return _score_fn(self.config, self.sde, model, self.data_std)
+        c = self.config.model
+        cond_score_fn = get_cond_score_fn(
+            self.sde,
+            model if self.conditioning.conditional_model else lambda x, t, y: model(x, t),
+            c.parameterization,
+            input_scaling=c.input_scaling,
+            data_std=self.data_std,
+        )
+        return self.conditioning.score_fn(cond_score_fn, classifier)
 
 
 def sampler_options(config: ConfigDict) -> dict[str, Any]:
@@ -156,11 +185,20 @@ def _score_fn(config: ConfigDict, sde: SDE, model: Callable, data_std: float) ->
     )
 
 
-def _network(config: ConfigDict, sde: SDE, dim: int, generator: torch.Generator) -> nn.Module:
+def _network(
+    config: ConfigDict,
+    sde: SDE,
+    dim: int,
+    generator: torch.Generator,
+    num_classes: int | None = None,
+    registry: Callable[..., nn.Module] = get_model,
+) -> nn.Module:
     """The network of ``config.model``; a sinusoidal embedding's ``time_scale = None`` means
-    ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``."""
+    ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``.
+    ``num_classes``: a network that takes labels; ``registry = get_classifier``: the
+    noise-conditional classifier of the same layout with ``num_classes`` outputs."""
     c = config.model
-    return get_model(
+    return registry(
         c.name,
         dim=dim,
         hidden=c.hidden,
@@ -169,6 +207,7 @@ def _network(config: ConfigDict, sde: SDE, dim: int, generator: torch.Generator)
         embed_dim=c.embed_dim,
         fourier_scale=c.fourier_scale,
         time_scale=(sde.N - 1) / sde.T if c.time_scale is None else c.time_scale,
+        num_classes=num_classes,
         generator=generator,
     )
 
@@ -177,11 +216,24 @@ def _training_loss(config: ConfigDict, sde: SDE, data_std: float) -> training.Tr
     """``loss_fn(model, batch, generator)``: the score-level loss of
     :func:`scoresde.losses.get_loss_fn` (``kind = training.loss``; the options ``weighting``,
     ``importance_sampling`` and ``eps`` apply to ``"dsm"``, ``reduce`` to every kind) around the
-    model's score function."""
+    model's score function; with ``training.p_uncond > 0`` the conditional loss of
+    :func:`scoresde.losses.conditional_loss_fn` (labels dropped at that rate) on labelled
+    batches."""
     c = config.training
     options: dict[str, Any] = {"reduce": c.reduce}
     if c.loss == "dsm":
         options.update(weighting=c.weighting, importance_sampling=c.importance_sampling, eps=c.eps)
+    if c.p_uncond > 0:
+        m = config.model
+        return conditional_loss_fn(
+            sde,
+            c.loss,
+            p_uncond=c.p_uncond,
+            parameterization=m.parameterization,
+            input_scaling=m.input_scaling,
+            data_std=data_std,
+            **options,
+        )
     score_loss = get_loss_fn(sde, kind=c.loss, **options)
 
     def loss_fn(model: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
@@ -240,10 +292,31 @@ def build(config: ConfigDict) -> Parts:
     _check_processes(config, distributed.world_size())
     sde = _in_group("sde", lambda: SDES.build(config.sde.name, **sde_options(config)))
     dataset = get_dataset(config.data.name)
+    conditioning = conditioning_of(config, dataset, stream_generator(config.seed, "inpaint"))
     check_memory(config, sde, dataset.dim)
     model = _in_group(
-        "model", lambda: _network(config, sde, dataset.dim, stream_generator(config.seed, "init"))
+        "model",
+        lambda: _network(
+            config,
+            sde,
+            dataset.dim,
+            stream_generator(config.seed, "init"),
+            num_classes=conditioning.network_classes,
+        ),
     )
+    classifier = None
+    if conditioning.trains_classifier:
+        classifier = _in_group(
+            "classifier",
+            lambda: _network(
+                config,
+                sde,
+                dataset.dim,
+                stream_generator(config.seed, "classifier"),
+                num_classes=dataset.num_classes,
+                registry=get_classifier,
+            ),
+        )
     if config.model.data_std is None:
         points = dataset.sample(10_000, stream_generator(config.seed, "data_std"))
         data_std = float(points.std())
@@ -258,6 +331,8 @@ def build(config: ConfigDict) -> Parts:
         loss_fn=_in_group("training", lambda: _training_loss(config, sde, data_std)),
         sampling=sampler_options(config),
         likelihood=likelihood_options(config),
+        conditioning=conditioning,
+        classifier=classifier,
     )
     one = torch.zeros(1, dataset.dim)
     generator = torch.Generator().manual_seed(0)
@@ -267,6 +342,13 @@ def build(config: ConfigDict) -> Parts:
             sde, _negative_identity, one.shape, generator=generator, **parts.sampling
         ),
     )
+    if conditioning.mask is not None:
+        options = inpaint_options(conditioning, parts.sampling)
+        mask = conditioning.mask
+        _in_group(
+            "sampling",
+            lambda: inpaint(sde, _negative_identity, one, mask, generator=generator, **options),
+        )
     _in_group(
         "eval",
         lambda: log_likelihood(
@@ -359,6 +441,8 @@ def check_memory(config: ConfigDict, sde: SDE, dim: int, available: int | None =
     params, act = _network_footprint(config, sde, dim)
     t, s, e = config.training, config.sampling, config.eval
     steps = s.num_steps or sde.N
+    # SMC inpainting moves `particles` points per sample
+    copies = s.particles if s.inpaint != "none" and s.inpaint_method == "smc" else 1
     traces = dim if e.trace == "exact" or (e.trace == "auto" and dim <= 16) else e.n_probes
     grid_points = e.density_grid**2
     needs = [
@@ -366,8 +450,8 @@ def check_memory(config: ConfigDict, sde: SDE, dim: int, available: int | None =
         ("training.batch_size", "a training batch", t.batch_size * act * 4 * 3),
         (
             "sampling.n_samples",
-            f"sampling {s.n_samples} points",
-            s.n_samples * (act + dim * (e.n_process_times + 4)) * 4,
+            f"sampling {s.n_samples * copies} points",
+            s.n_samples * copies * (act + dim * (e.n_process_times + 4)) * 4,
         ),
         ("sampling.num_steps", f"a time grid of {steps} steps", steps * 8 * 16),
         ("eval.n_eval", "the held-out likelihood", e.n_eval * act * 12 * (traces + 1)),
@@ -429,7 +513,8 @@ def train(
         see :func:`scoresde.training.train`.
     """
     c = parts.config.training
-    held_out = parts.dataset.sample(c.batch_size, parts.generator("eval"))
+    labels = parts.conditioning.conditional_model
+    held_out = parts.dataset.batches(c.batch_size, labels=labels)(parts.generator("eval"))
 
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
@@ -439,7 +524,7 @@ def train(
     result = training.train(
         parts.model,
         parts.loss_fn,
-        parts.dataset.batches(c.batch_size, shard=_shard(parts)),
+        parts.dataset.batches(c.batch_size, labels=labels, shard=_shard(parts)),
         seed=parts.seed,
         workdir=workdir,
         eval_every=c.eval_every or None,
@@ -463,9 +548,46 @@ def _shard(parts: Parts) -> Shard:
     return Shard(distributed.rank(), distributed.world_size(), parts.seed)
 
 
-def load_trained(parts: Parts, checkpoint: Checkpoint) -> Trained:
-    """The network of ``parts`` with the raw and the EMA weights of ``checkpoint``."""
-    model, ema_model = copy.deepcopy(parts.model), copy.deepcopy(parts.model)
+def classifier_fields(config: ConfigDict) -> dict[str, Any]:
+    """What determines the trained classifier: :func:`~scoresde.config.trained_fields` and the
+    ``classifier`` group but ``n_iters`` (a run may train it further)."""
+    own = {k: v for k, v in config.classifier.to_dict().items() if k != "n_iters"}
+    return {**trained_fields(config), "classifier": own}
+
+
+def train_classifier(
+    parts: Parts, workdir: str | os.PathLike[str] | None = None, *, progress: bool = False
+) -> Trained:
+    """Train ``parts.classifier`` (classifier guidance) by
+    :func:`scoresde.losses.classifier_loss_fn` on labelled batches: ``classifier.n_iters``
+    updates at ``classifier.lr``, the other settings of ``config.training``; checkpoints in
+    ``workdir/checkpoints`` (resumed like the score model's)."""
+    c = parts.config
+    result = training.train(
+        parts.classifier,
+        classifier_loss_fn(parts.sde, eps=c.training.eps),
+        parts.dataset.batches(c.training.batch_size, labels=True, shard=_shard(parts)),
+        seed=parts.seed,
+        workdir=workdir,
+        config=classifier_fields(c),
+        progress=progress,
+        **{**train_settings(c), "n_iters": c.classifier.n_iters, "lr": c.classifier.lr},
+    )
+    tail = result.losses[-min(len(result.losses), 500) :]
+    section = {
+        "steps": result.step,
+        "steps_this_run": result.steps_run,
+        "final_loss_mean_last_500": float(np.mean(tail)),
+        "wall_time_s": result.wall_time,
+    }
+    return Trained(result.model, result.ema_model, result.losses, section)
+
+
+def load_trained(parts: Parts, checkpoint: Checkpoint, network: nn.Module | None = None) -> Trained:
+    """The network of ``parts`` (or ``network``, e.g. ``parts.classifier``) with the raw and the
+    EMA weights of ``checkpoint``."""
+    network = parts.model if network is None else network
+    model, ema_model = copy.deepcopy(network), copy.deepcopy(network)
     model.load_state_dict(checkpoint.model)
     ema_model.load_state_dict(checkpoint.ema)
     ema_model.eval().requires_grad_(False)
@@ -514,6 +636,8 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
     """
     c, sde = parts.config.sampling, parts.sde
     generator = parts.generator("sample", distributed.rank())
+    if parts.conditioning.mask is not None:
+        return _inpainted(parts, score_fn, generator)
     rows = distributed.shard(c.n_samples)
     eps = grid_end(sde, eps=c.eps, sigma_min=c.sigma_min)
     wanted = np.geomspace(sde.T, eps, parts.config.eval.n_process_times).tolist()
@@ -528,7 +652,7 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
         **parts.sampling,
     )
     wall = time.perf_counter() - began
-    data = parts.dataset.sample(c.n_samples, generator)
+    data = parts.conditioning.target.sample(c.n_samples, generator)
     times = info.times.tolist()
     section = {
         "sampler": c.sampler,
@@ -546,6 +670,27 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
         forward=_forward_marginals(sde, data, times, generator),
         section=section,
     )
+
+
+def _inpainted(parts: Parts, score_fn: ScoreFn, generator: torch.Generator) -> Drawn:
+    """:func:`sample` for inpainting: ``n_samples`` test points of the target completed where the
+    mask hides them (:func:`scoresde.conditioning.inpaint_split`); no process figure."""
+    c = parts.config.sampling
+    truth = parts.conditioning.target.split("test", c.n_samples, generator).x
+    began = time.perf_counter()
+    samples, measures = inpaint_split(
+        parts.conditioning, parts.sde, score_fn, truth, generator, parts.sampling
+    )
+    section = {
+        "sampler": c.sampler if c.inpaint_method == "replacement" else "smc",
+        "predictor": c.predictor if c.sampler == "pc" else None,
+        "corrector": c.corrector if c.sampler == "pc" else None,
+        "n_samples": c.n_samples,
+        "nfe": None,
+        "wall_time_s": time.perf_counter() - began,
+        "inpainting": {"mask": c.inpaint, **measures},
+    }
+    return Drawn(samples.to(torch.float32), truth, [], [], [], section)
 
 
 @dataclasses.dataclass
@@ -625,7 +770,7 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     the points (the held-out points are the same on every rank; Hutchinson's probes come from the
     rank's own stream) and the log-densities are gathered in order.
     """
-    dataset, e = parts.dataset, parts.config.eval
+    dataset, e = parts.conditioning.target, parts.config.eval
     generator = parts.generator("eval")
     x = dataset.sample(e.n_eval, generator)
     own = generator if distributed.is_main() else parts.generator("eval", distributed.rank())
@@ -664,7 +809,10 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     truth = None
     if dataset.has_exact_log_prob:
         truth = dataset.log_prob(grid.to(torch.float64)).reshape(g, g)
-    quality = None if samples is None else _sample_quality(dataset, samples, entropy, generator)
+    quality = None
+    if samples is not None:
+        quality = _sample_quality(dataset, samples, entropy, generator)
+        quality.update(class_measures(parts.conditioning, parts.dataset, samples, generator))
     return Measured(
         likelihood=likelihood,
         density_grid={"points": g * g, "nfe": on_grid.nfe, "wall_time_s": grid_time},
@@ -709,7 +857,9 @@ def draw(
     from scoresde import plotting  # matplotlib only when drawing: a refused run starts faster
 
     c = parts.config
-    what = f"{c.data.name}, {c.sde.name} SDE"
+    what = ", ".join(
+        filter(None, (c.data.name, parts.conditioning.describe(), f"{c.sde.name} SDE"))
+    )
     figures = {}
     if losses:
         figures["loss.png"] = plotting.plot_loss(
@@ -717,10 +867,13 @@ def draw(
         )
     if drawn is not None:
         title = f"{what}, {c.sampling.sampler} sampler: {c.sampling.n_samples} samples"
+        if parts.conditioning.mask is not None:
+            title = f"{what}: test data and their {c.sampling.inpaint} inpainted"
         figures["samples.png"] = plotting.plot_samples(drawn.data, drawn.samples, title=title)
-        figures["process.png"] = plotting.plot_process(
-            drawn.forward, drawn.reverse, drawn.times, title=f"diffusion: {what}"
-        )
+        if drawn.times:
+            figures["process.png"] = plotting.plot_process(
+                drawn.forward, drawn.reverse, drawn.times, title=f"diffusion: {what}"
+            )
     if measured is not None:
         figures["density.png"] = plotting.plot_density(
             measured.extent,

@@ -225,18 +225,36 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
     data are said to be so, plainly.
     """
     r = result["run"]
-    lines = [
-        f"scoresde: {r['dataset']}, {r['sde']} SDE, mode {r['mode']}, {r['wall_time_s']:.1f} s"
-    ]
+    what = ", ".join(filter(None, (r["dataset"], r.get("conditioning"), f"{r['sde']} SDE")))
+    lines = [f"scoresde: {what}, mode {r['mode']}, {r['wall_time_s']:.1f} s"]
     if "training" in result:
         t = result["training"]
         lines.append(
             f"  training      {t['steps']} steps, final loss {_fmt(t['final_loss_mean_last_500'])}"
         )
+    if "classifier" in result and "classifier" in r.get("conditioning", ""):
+        c = result["classifier"]
+        lines.append(
+            f"  classifier    {c['steps']} steps, final loss {_fmt(c['final_loss_mean_last_500'])}"
+        )
     if "sampling" in result:
         s = result["sampling"]
         what = f"{s['sampler']}, {s['n_samples']} samples"
-        lines.append(f"  sampling      {what}, {s['nfe']} score evaluations")
+        if "inpainting" in s:
+            p = s["inpainting"]
+            lines.append(
+                f"  inpainting    {p['mask']} of {s['n_samples']} test points, {s['sampler']}"
+            )
+            measured = [f"RMSE to the truth {_fmt(p['rmse_to_truth'])}"]
+            if "rmse_to_exact_mean" in p:
+                measured.append(
+                    f"to the exact conditional mean {_fmt(p['rmse_to_exact_mean'])} "
+                    f"(exact samples {_fmt(p['exact_rmse_to_mean'])}), "
+                    f"NLL gap {_fmt(p['nll_gap'])} nats"
+                )
+            lines.append("                " + "; ".join(measured))
+        else:
+            lines.append(f"  sampling      {what}, {s['nfe']} score evaluations")
     if "likelihood" in result:
         lk = result["likelihood"]
         nll = _fmt(lk["nll"], lk["nll_stderr"])
@@ -254,6 +272,11 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
         if "max_mode_weight_error" in q:
             parts.append(f"max mode-weight error {q['max_mode_weight_error']:.3f}")
         lines.append("  samples       " + ", ".join(parts))
+        if "fraction_in_class" in q:
+            lines.append(
+                f"  class         {q['fraction_in_class']:.3f} of the samples in the class "
+                f"(exact samples of the class: {q['fraction_in_class_exact']:.3f})"
+            )
         if q["far_from_data"]:
             lines.append(
                 f"  WARNING: the samples are far from the data: "

@@ -5,6 +5,7 @@
     .lock           held (``flock``) by the process working in the directory
     config.json     the config of the last invocation
     checkpoints/    model, EMA, optimizer, RNG states and loss history (scoresde.checkpoint)
+    classifier/     checkpoints/ of the noisy classifier (sampling.guidance = "classifier" only)
     loss.png        the training loss
     samples.npy     n_samples x dim float32 samples from the EMA model
     samples.png     fresh data next to the samples
@@ -59,6 +60,7 @@ __all__ = ["MODES", "RunError", "RunDirectory", "run", "check_output_file"]
 
 MODES = ("train", "sample", "eval", "all")
 CHECKPOINTS = "checkpoints"
+CLASSIFIER = "classifier"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.npy"
@@ -154,6 +156,7 @@ class RunDirectory:
     def discard(self) -> None:
         """Delete the checkpoints and outputs of the run (other files are left alone)."""
         shutil.rmtree(self / CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(self / CLASSIFIER, ignore_errors=True)
         for name in (*OUTPUTS, CONFIG_FILE):
             (self / name).unlink(missing_ok=True)
 
@@ -285,6 +288,33 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _classifier_checkpoint(
+    parts: pipeline.Parts, rundir: RunDirectory, trains: bool, overwrite: bool
+) -> Checkpoint | None:
+    """The newest checkpoint of the run's noisy classifier (classifier guidance), checked before
+    any work like the score model's; ``None`` when there is none or no classifier is needed.
+
+    Raises:
+        RunError: a classifier trained with another config, or none to sample with.
+    """
+    if parts.classifier is None or overwrite:
+        return None
+    found = RunDirectory(rundir / CLASSIFIER).latest_checkpoint()
+    if found is not None:
+        changed = differences(found.config, pipeline.classifier_fields(parts.config))
+        if changed:
+            raise RunError(
+                f"{rundir / CLASSIFIER} holds a classifier with a different config "
+                f"({'; '.join(changed)}); pass --overwrite to discard the run"
+            )
+    elif not trains:
+        raise RunError(
+            f"no trained classifier in {rundir / CLASSIFIER / CHECKPOINTS} for "
+            "sampling.guidance = 'classifier'; run --mode train (it trains the classifier)"
+        )
+    return found
+
+
 def run(
     parts: pipeline.Parts,
     workdir: str | os.PathLike[str],
@@ -342,15 +372,25 @@ def run(
                 raise RunError(
                     f"no trained model in {rundir / CHECKPOINTS}; run --mode train first"
                 )
+            classifier_checkpoint = _classifier_checkpoint(parts, rundir, trains, overwrite)
             saved = rundir.load_samples(parts.dataset.dim) if mode == "eval" else None
             if overwrite:
                 rundir.discard()
             rundir.write(CONFIG_FILE, (config.to_json(indent=2) + "\n").encode())
-            rundir.update_metrics({"run": info})
-            return checkpoint, saved
+            before = rundir.metrics().get("run", {}).get("conditioning")
+            # the measures of another label or guidance describe another law
+            changed = _SECTIONS_OF_THE_MODEL if before != info.get("conditioning") else ()
+            rundir.update_metrics({"run": info}, drop=changed)
+            return checkpoint, classifier_checkpoint, saved
 
+        if parts.conditioning.describe():
+            info["conditioning"] = parts.conditioning.describe()
         stack.enter_context(torch_threads(config.threads))
-        checkpoint, saved = distributed.run_on_main(prepare) or (None, None)
+        checkpoint, classifier_checkpoint, saved = distributed.run_on_main(prepare) or (
+            None,
+            None,
+            None,
+        )
 
         if trains:
             trained = pipeline.train(parts, rundir.path, progress=progress)
@@ -361,7 +401,20 @@ def run(
         else:
             checkpoint = checkpoint if main else rundir.latest_checkpoint()
             trained = pipeline.load_trained(parts, checkpoint)
-        score_fn = parts.score_fn(trained.ema_model)
+        classifier = None
+        if parts.classifier is not None and trains:
+            done = pipeline.train_classifier(parts, rundir / CLASSIFIER, progress=progress)
+            if main and done.section["steps_this_run"]:
+                rundir.forget_the_model()  # samples guided by another classifier
+            if main:
+                rundir.update_metrics({"classifier": done.section})
+            classifier = done.ema_model
+        elif parts.classifier is not None:
+            if not main:
+                classifier_checkpoint = _classifier_checkpoint(parts, rundir, trains, overwrite)
+            classifier = pipeline.load_trained(parts, classifier_checkpoint, parts.classifier)
+            classifier = classifier.ema_model
+        score_fn = parts.score_fn(trained.ema_model, classifier)
         drawn = measured = None
         if mode in ("sample", "all"):
             drawn = pipeline.sample(parts, score_fn)

@@ -356,6 +356,16 @@ def _string_choice_cases() -> list[tuple[str, str, list[str]]]:
             "--config.sde.name=vp",
         ],
         ("sampling.predictor", "none"): ["--config.sampling.corrector=langevin"],
+        ("sampling.guidance", "classifier"): [
+            "--config.data.name=8gaussians",
+            "--config.sampling.label=1",
+        ],
+        ("sampling.guidance", "cfg"): [
+            "--config.data.name=8gaussians",
+            "--config.sampling.label=1",
+            "--config.training.p_uncond=0.1",
+        ],
+        ("sampling.inpaint_method", "smc"): ["--config.sampling.inpaint=left_half"],
     }
     # A sampler's options are set with that sampler (set for another, they are refused).
     owner = {option: name for name, spec in SAMPLERS.items() for option in spec.choices}
@@ -598,6 +608,45 @@ BAD_INPUT = [
     ("empty config", ["--config", ""], "--config must be a path; got ''", None),
     ("a group set", ["--config.training=1"], "config.training is a group", None),
     ("config calls sys.exit", ["--config", "{workdir}.py"], "called sys.exit(0)", None),
+    # conditional generation (tests/test_conditioning.py has every refusal in-process)
+    ("label 8 of 8", ["--config.sampling.label=8"], "in [0, 7]; got 8", None),
+    (
+        "label without labels",
+        ["--dataset", "checkerboard", "--config.sampling.label=0"],
+        "config.sampling.label must be None for dataset 'checkerboard'",
+        None,
+    ),
+    ("cfg without a class", ["--config.sampling.guidance=cfg"], "needs a class", None),
+    (
+        "cfg without a conditional network",
+        ["--config.sampling.guidance=cfg", "--config.sampling.label=1"],
+        "needs a conditional network",
+        None,
+    ),
+    (
+        "negative guidance scale",
+        [
+            "--config.sampling.guidance=classifier",
+            "--config.sampling.label=1",
+            "--config.sampling.guidance_scale=-2",
+        ],
+        "config.sampling.guidance_scale must be a number in [0, 1000]",
+        None,
+    ),
+    ("unknown mask", ["--config.sampling.inpaint=upper"], "sampling.inpaint must be 'none'", None),
+    ("random mask 1.5", ["--config.sampling.inpaint=random:1.5"], "0 < P < 1", None),
+    (
+        "mask file of another shape",
+        ["--config.sampling.inpaint={workdir}.npy"],
+        "boolean array of the samples' shape (2,)",
+        lambda w: np.save(f"{w}.npy", np.ones((4, 4), bool)),
+    ),
+    (
+        "unreadable mask file",
+        ["--config.sampling.inpaint={workdir}.npy"],
+        "cannot read",
+        lambda w: Path(f"{w}.npy").write_text("x"),
+    ),
 ]
 TRAINED = {_edit_losses, _edit_types, _garbage_samples, _pickled_samples, _misshapen_samples}
 

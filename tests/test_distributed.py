@@ -173,6 +173,9 @@ def test_shards_split_every_global_batch():
         assert torch.equal(torch.cat(parts), whole(g))
     toy = get_dataset("moons").batches(8, shard=Shard(1, 4, 5))
     assert toy(torch.Generator().manual_seed(0)).shape == (2, 2)
+    labelled = get_dataset("8gaussians").batches(8, labels=True, shard=Shard(1, 4, 5))
+    batch = labelled(torch.Generator().manual_seed(0))
+    assert batch.x.shape == (2, 2) and batch.y.shape == (2,)
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         EpochBatches(x, 6, shard=Shard(0, 4, 5))
 

@@ -56,7 +56,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from scoresde.datasets.gmm import GaussianMixture
-from scoresde.datasets.protocol import Dataset, Shard, Split, check_split
+from scoresde.datasets.protocol import Dataset, LabelledBatch, Shard, Split, check_split
 from scoresde.display import show_points
 from scoresde.registry import Registry
 from scoresde.validation import check_int
@@ -178,7 +178,13 @@ class ToyDensity(Dataset):
 
 
 class MixtureDensity(ToyDensity):
-    """A Gaussian mixture as a toy dataset; ``mixture`` is the oracle (perturbed scores, modes).
+    """A Gaussian mixture as a toy dataset; ``mixture`` is the oracle (perturbed scores, modes,
+    exact class posteriors and conditionals).
+
+    It is labelled: a point's label is the class of the component that drew it
+    (``mixture.labels``, by default the component's index, so ``8gaussians`` has 8 classes), and
+    ``num_classes = mixture.num_classes``. Labels come from the same draws as the points, so a
+    batch or split has the same points with or without them.
 
     Arguments:
         name: the registry name.
@@ -187,6 +193,45 @@ class MixtureDensity(ToyDensity):
 
     def __init__(self, name: str, mixture: GaussianMixture):
         self.name, self.mixture, self.dim = name, mixture, mixture.dim
+        self.num_classes = mixture.num_classes
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        labels: bool = False,
+        start: int = 0,
+        shard: Shard | None = None,
+    ) -> Callable[[torch.Generator], Tensor | LabelledBatch]:
+        """As :meth:`ToyDensity.batches`; with ``labels``, :class:`LabelledBatch` ``(x, y)``."""
+        if not labels:
+            return super().batches(batch_size, start=start, shard=shard)
+        batch_size = check_int("batch_size", batch_size, 1)
+        check_int("start", start, 0)
+        rows = slice(0, batch_size) if shard is None else shard.rows(batch_size)
+        n = rows.stop - rows.start
+        return lambda generator: LabelledBatch(*self.sample_labelled(n, generator))
+
+    def split(
+        self, name: str, n: int | None = None, generator: torch.Generator | None = None
+    ) -> Split:
+        """``n`` fresh samples and their labels (one recipe for ``"train"`` and ``"test"``)."""
+        check_split(name)
+        x, y = self.sample_labelled(check_int("n", n, 1), generator)
+        return Split(x, y, None)
+
+    def sample_labelled(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` points ``(n, dim)`` float32 and their labels ``(n,)`` int64: the points of
+        :meth:`sample` with the same generator."""
+        x, y = self.mixture.sample(check_int("n", n, 1), generator, return_labels=True)
+        return x.to(torch.float32), y
+
+    def given_label(self, label: int) -> MixtureDensity:
+        """The law ``p(x | y = label)`` of class ``label`` as a dataset (exact log-density),
+        named ``NAME|y=LABEL``."""
+        return MixtureDensity(f"{self.name}|y={label}", self.mixture.given_label(label))
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         return self.mixture.sample(n, generator)
