@@ -331,12 +331,26 @@ MUTATIONS = [
         "return -(logp - d * math.log(num_bins))",
         ("tests/test_likelihood.py",),
     ),
+    Mutation(
+        "the config's guidance scale passed as cfg's w (gamma for gamma - 1)",
+        "scoresde/conditioning.py",
+        "return classifier_free(cond_score_fn, self.label, self.scale - 1.0)",
+        "return classifier_free(cond_score_fn, self.label, self.scale)",
+        ("tests/test_conditioning.py",),
+    ),
+    Mutation(
+        "distributed gather in reverse rank order",
+        "scoresde/distributed.py",
+        "return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])",
+        "return torch.cat([p[:s] for p, s in zip(parts[::-1], sizes[::-1], strict=True)])",
+        ("tests/test_distributed.py",),
+    ),
     # -- training ---------------------------------------------------------------------------------
     Mutation(
         "EMA folds in with weight d instead of 1 - d",
         "scoresde/training.py",
-        "avg.lerp_(param.detach(), 1.0 - d)",
-        "avg.lerp_(param.detach(), d)",
+        "weight = 1.0 - self.current_decay()",
+        "weight = self.current_decay()",
         ("tests/test_training.py",),
     ),
 ]
