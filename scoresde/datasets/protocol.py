@@ -14,7 +14,9 @@ to know whether it holds 2D points or images:
 ``batches``     ``batches(batch_size, labels=False, start=0)``: the training loop's
                 ``sample_batch(generator)``; a :class:`LabelledBatch` per call with ``labels``
 ``split``       ``split(name, n=None, generator=None)``: a :class:`Split` of evaluation data
-``to_data``     the model's values in the data's own units (grey levels for images)
+``size``        the number of training samples, or ``None`` where every draw is fresh
+``to_data``     the model's values in the data's own units (grey levels for images);
+                ``from_data`` its inverse
 ``show``        ``show(ax, x)``: draw a batch onto a matplotlib ``Axes``
 =============== ===================================================================================
 
@@ -89,6 +91,7 @@ class Dataset(abc.ABC):
     num_classes: int | None = None
     num_levels: int | None = None
     data_range: tuple[float, float] | None = None
+    size: int | None = None
 
     @abc.abstractmethod
     def batches(self, batch_size: int, *, labels: bool = False, start: int = 0) -> BatchSampler:
@@ -112,6 +115,10 @@ class Dataset(abc.ABC):
 
     def to_data(self, x: Tensor) -> Tensor:
         """Model units to the data's own units (the identity here)."""
+        return x
+
+    def from_data(self, x: Tensor) -> Tensor:
+        """The data's own units to model units, the inverse of :meth:`to_data`."""
         return x
 
     def _check_labels(self, labels: bool) -> None:
