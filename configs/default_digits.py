@@ -2,7 +2,28 @@
 
 A per-SDE file (``configs/digits/vp.py``, ``subvp.py``, ``ve.py``) starts from these;
 ``python -m scoresde.run --dataset digits --sde vp --sampler pc`` uses ``configs/digits/vp.py``.
-Every field not set here keeps its meaning from ``configs/default_toy.py``.
+Every field not set here keeps its meaning from ``configs/default_toy.py`` (epsilon
+parameterisation with input scaling, likelihood weighting with importance-sampled ``t``, EMA 0.999
+with warm-up, one thread). The job is sized for 50 bare loops (2000 Adam steps of a 3 x 256 MLP at
+batch 512) on 2 CPU cores; ``benchmarks/images.py`` measures it (``docs/benchmarks.md``, "Digits:
+the default job"), and the step times below are ``benchmarks/unet.py``'s ("Digits: U-Net
+candidates"):
+
+* ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
+  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, about 13 bare-loop steps per
+  update at batch 128, so about 150 updates per bare loop. Attention at 4x4 costs about 4 % over the
+  same net without it; the next size up ("medium", 2.4 M parameters) costs 2.6 times as much per
+  update, which the budget cannot pay for enough updates. ``torch.compile`` did not help on the
+  CPU (slower per update after compiling).
+* ``training.batch_size = 128``, ``n_iters = 4500``, ``lr = 1e-3`` after 200 warm-up updates:
+  4500 updates are 385 epochs of the 1,497 training images and about 30 bare loops, the most the
+  budget leaves after sampling and evaluation.
+* ``sampling.n_samples = 1497``: the sample-quality measures compare with the floor at equal n, and
+  the FD floor is lowest (13.4) with all 1,497 training images against the test set (``24-52`` at
+  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 cost about 0.9 s each at one thread.
+* ``eval.n_eval = 300``: the whole test split. ``eval.trace = "hutchinson"`` with
+  ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
+  probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree.
 """
 
 from ml_collections import ConfigDict

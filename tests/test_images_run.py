@@ -188,6 +188,8 @@ BAD = [
     (["--config.model.name=unet"], "model.name must be 'mlp' for points"),
     (["--dataset", "digits", "--config.model.attn_resolutions=(3,)"], "attn_resolutions must be"),
     (["--dataset", "digits", "--config.model.dropout=1.5"], "config.model.dropout must be"),
+    (["--dataset", "digits", "--config.training.batch_size=1000000000"], "does not fit"),
+    (["--dataset", "digits", "--config.model.ch=100000"], "config.model.ch = 100000 does not fit"),
     (
         ["--dataset", "digits", "--config.eval.n_eval=301"],
         "config.eval.n_eval must be an integer in [2, 300]",

@@ -1,4 +1,10 @@
-"""PLACEHOLDER"""
+"""Variance-exploding SDE on the 8x8 digits (SMLD / NCSN in the continuous limit).
+
+``python -m scoresde.run --dataset digits --sde ve`` uses this file. ``sigma_max = 10`` exceeds the
+largest distance between two training images in model units (9.6; Song & Ermon, 2020, technique
+1), so the prior ``N(0, sigma_max^2 I)`` covers the data; ``sigma_min = 0.01`` is a tenth of the
+step between grey levels (0.125).
+"""
 
 from configs.default_digits import get_default_configs
 
@@ -6,4 +12,6 @@ from configs.default_digits import get_default_configs
 def get_config():
     config = get_default_configs()
     config.sde.name = "ve"
+    config.sde.sigma_min = 0.01
+    config.sde.sigma_max = 10.0
     return config
