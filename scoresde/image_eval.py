@@ -56,14 +56,14 @@ EVAL_CLASSIFIERS: Registry[Any] = Registry(
 
 
 def _trace_used(trace: str, dim: int) -> str:
-    return (
-        "exact"
-        if trace == "exact" or (trace == "auto" and dim <= EXACT_TRACE_MAX_DIM)
-        else ("hutchinson")
-    )
+    """The divergence :func:`scoresde.log_likelihood` uses for ``trace`` at ``dim`` values."""
+    exact = trace == "exact" or (trace == "auto" and dim <= EXACT_TRACE_MAX_DIM)
+    return "exact" if exact else "hutchinson"
 
 
-def _bpd(parts: Parts, score_fn: ScoreFn, levels: Tensor, seed: int, **options: Any):
+def _bpd(
+    parts: Parts, score_fn: ScoreFn, levels: Tensor, seed: int, **options: Any
+) -> tuple[Tensor, int, float]:
     """Bits/dim per image, the score evaluations and the seconds, the noise from ``seed``."""
     counted = CountedScore(score_fn)
     settings = {**parts.likelihood, **options}

@@ -780,7 +780,7 @@ SHOWN, NEIGHBOURS, PROCESS = 64, 16, 8
 def _draw_shown(parts: Parts, drawn: Drawn, what: str) -> dict[str, Figure]:
     """``samples.png``, ``process.png`` and (finite datasets) ``neighbours.png``, drawn by the
     dataset's ``show``: training data beside samples, the forward and reverse process of
-    :data:`PROCESS` samples, and :data:`NEIGHBOURS` samples above their nearest training samples
+    :data:`PROCESS` samples, and :data:`NEIGHBOURS` samples beside their nearest training samples
     (Euclidean, model units)."""
     from scoresde import plotting
     from scoresde.image_metrics import nearest_neighbours
@@ -807,9 +807,9 @@ def _draw_shown(parts: Parts, drawn: Drawn, what: str) -> dict[str, Figure]:
         samples = drawn.samples[:NEIGHBOURS]
         _, nearest = nearest_neighbours(samples, train, k=1)
         figures["neighbours.png"] = plotting.shown_grid(
-            [[samples], [train[nearest[:, 0]]]],
+            [[samples, train[nearest[:, 0]]]],
             show,
-            row_labels=["samples", "nearest training"],
-            title=f"{what}: samples and their nearest training images",
+            col_labels=["samples", "nearest training images"],
+            title=f"{what}: nearest neighbours",
         )
     return figures

@@ -12,7 +12,7 @@
     process.png     the forward diffusion and the reverse process at a few times
     density.png     2D points: the model's log-density (probability-flow likelihood) next to the
                     true one
-    neighbours.png  a finite dataset (images): samples above their nearest training samples
+    neighbours.png  a finite dataset (images): samples beside their nearest training samples
     metrics.json    what the stages measured, one section each (docs/cli.md lists every field)
 
 Everything that can refuse a run is checked before anything is written: a directory that is a file
