@@ -64,11 +64,17 @@ def get_default_configs() -> ConfigDict:
 
     config.data = data = ConfigDict()
     data.name = "8gaussians"
+    data.path = config_dict.placeholder(str)  # image files (mnist, fashion_mnist, npz)
 
     config.model = model = ConfigDict()
     model.name = "mlp"
-    model.hidden = 64
-    model.depth = 3
+    model.hidden = 64  # "mlp" only
+    model.depth = 3  # "mlp" only
+    model.ch = 32  # "unet" only (configs/default_digits.py)
+    model.ch_mult = (1, 2)
+    model.num_res_blocks = 1
+    model.attn_resolutions = ()
+    model.dropout = 0.1
     model.embedding = "fourier"
     model.embed_dim = 64
     model.fourier_scale = 16.0  # "fourier" only
@@ -137,6 +143,7 @@ def get_default_configs() -> ConfigDict:
 
     config.eval = evaluation = ConfigDict()
     evaluation.n_eval = 3000
+    evaluation.n_check = 0  # discrete data: test points for the exact-vs-Hutchinson check
     evaluation.eps = 1e-5
     evaluation.method = "dopri5"
     evaluation.rtol = 1e-5

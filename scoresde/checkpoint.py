@@ -56,6 +56,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
+    "step_of",
 ]
 
 FORMAT_VERSION = 2
@@ -115,7 +116,7 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
-    return sorted(found, key=_step_of)
+    return sorted(found, key=step_of)
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
@@ -211,7 +212,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(path, "not a checkpoint directory (missing or not a directory)")
     state = _read_state(path / _STATE_FILE)
-    if _STEP_DIR.fullmatch(path.name) and _step_of(path) != state["step"]:
+    if _STEP_DIR.fullmatch(path.name) and step_of(path) != state["step"]:
         raise CheckpointError(
             path / _STATE_FILE, f"records step {state['step']} but the directory is {path.name}"
         )
@@ -229,7 +230,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     )
 
 
-def _step_of(path: Path) -> int:
+def step_of(path: Path) -> int:
+    """The step of the checkpoint directory ``path`` (``step_<step>``), from its name."""
     return int(_STEP_DIR.fullmatch(path.name).group(1))
 
 

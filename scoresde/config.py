@@ -33,7 +33,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
-from scoresde.datasets.toy import TOY_DATASETS
+from scoresde.datasets import DATASETS
 from scoresde.inpainting import METHODS as INPAINT_METHODS
 from scoresde.likelihood import TRACES
 from scoresde.losses import LOSSES, REDUCTIONS, WEIGHTINGS
@@ -44,7 +44,17 @@ from scoresde.sampling import GRIDS, SAMPLERS
 from scoresde.score import PARAMETERIZATIONS
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
 from scoresde.training import PRECISIONS
-from scoresde.validation import Rule, boolean, choice, integer, number, optional, positive, refusal
+from scoresde.validation import (
+    Rule,
+    boolean,
+    choice,
+    integer,
+    integers,
+    number,
+    optional,
+    positive,
+    refusal,
+)
 
 __all__ = [
     "ConfigError",
@@ -136,10 +146,16 @@ def _sampler_option_rule(name: str, kind: type) -> Rule:
 FIELDS: dict[str, Rule | Registry] = {
     "seed": integer(0, 2**64 - 1),
     "threads": integer(0, 1024),
-    "data.name": TOY_DATASETS,
-    "model.name": choice(("mlp",)),  # the model group holds the MLP's arguments
-    "model.hidden": integer(1),
-    "model.depth": integer(1),
+    "data.name": DATASETS,
+    "data.path": optional(Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path")),
+    "model.name": choice(("mlp", "unet")),
+    "model.hidden": integer(1),  # mlp
+    "model.depth": integer(1),  # mlp
+    "model.ch": integer(1),  # unet
+    "model.ch_mult": integers(1, empty=False),  # unet
+    "model.num_res_blocks": integer(1),  # unet
+    "model.attn_resolutions": integers(1, empty=True),  # unet
+    "model.dropout": number(0, 1, high_open=True),  # unet
     "model.embedding": choice(EMBEDDINGS),
     "model.embed_dim": integer(2, even=True),
     "model.fourier_scale": positive(),
@@ -192,6 +208,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "classifier.n_iters": integer(1),
     "classifier.lr": number(0, 1, low_open=True),
     "eval.n_eval": integer(2),
+    "eval.n_check": integer(0),
     "eval.eps": positive(),
     "eval.method": choice(ODE_METHODS),
     "eval.rtol": _tolerance(),

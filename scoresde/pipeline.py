@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -37,8 +38,8 @@ from ml_collections import ConfigDict
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from scoresde import distributed, metrics, training
-from scoresde.checkpoint import Checkpoint
+from scoresde import distributed, image_eval, metrics, training
+from scoresde.checkpoint import Checkpoint, latest_checkpoint, step_of
 from scoresde.conditioning import (
     Conditioning,
     class_measures,
@@ -47,8 +48,8 @@ from scoresde.conditioning import (
     inpaint_split,
 )
 from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
-from scoresde.datasets.protocol import Shard
-from scoresde.datasets.toy import ToyDensity, get_dataset
+from scoresde.datasets import DATASETS, Dataset, ToyDensity, load_dataset
+from scoresde.datasets.protocol import LabelledBatch, Shard
 from scoresde.inpainting import inpaint
 from scoresde.likelihood import log_likelihood
 from scoresde.losses import classifier_loss_fn, conditional_loss_fn, get_loss_fn
@@ -102,12 +103,14 @@ class Parts:
 
     Attributes:
         config: the validated config.
-        dataset: the toy density ``config.data.name``.
+        dataset: the dataset ``config.data.name`` (:class:`~scoresde.datasets.Dataset`: toy
+            points or images; the stages ask only its protocol).
         sde: the forward SDE of ``config.sde``.
         model: the network of ``config.model``, initialised from the seed (:func:`train` trains it
             in place).
         data_std: the data's per-feature std for input scaling (``model.data_std``, or estimated
-            from 10,000 points of the ``"data_std"`` stream).
+            from 10,000 training samples (at most the training set) of the ``"data_std"``
+            stream).
         loss_fn: the training loss ``loss_fn(model, batch, generator)`` of ``config.training``.
         sampling: the keyword arguments of :func:`scoresde.sample` (:func:`sampler_options`).
         likelihood: those of :func:`scoresde.log_likelihood` (:func:`likelihood_options`).
@@ -118,7 +121,7 @@ class Parts:
     """
 
     config: ConfigDict
-    dataset: ToyDensity
+    dataset: Dataset
     sde: SDE
     model: nn.Module
     data_std: float
@@ -185,31 +188,84 @@ def _score_fn(config: ConfigDict, sde: SDE, model: Callable, data_std: float) ->
     )
 
 
+#: The fields of the ``model`` group each network takes, besides ``embedding``,
+#: ``fourier_scale`` and ``time_scale``, and the number of axes of the samples it takes.
+NETWORK_FIELDS = {
+    "mlp": (("hidden", "depth", "embed_dim"), 1),
+    "unet": (("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout"), 3),
+}
+
+
 def _network(
     config: ConfigDict,
     sde: SDE,
-    dim: int,
+    shape: tuple[int, ...],
     generator: torch.Generator,
     num_classes: int | None = None,
     registry: Callable[..., nn.Module] = get_model,
 ) -> nn.Module:
-    """The network of ``config.model``; a sinusoidal embedding's ``time_scale = None`` means
+    """The network of ``config.model`` for samples of ``shape``: the MLP for points ``(d,)``, the
+    U-Net for images ``(C, H, W)``. A sinusoidal embedding's ``time_scale = None`` means
     ``(N - 1) / T``, so that the SDE's discrete step ``i`` is embedded as the integer ``i``.
     ``num_classes``: a network that takes labels; ``registry = get_classifier``: the
-    noise-conditional classifier of the same layout with ``num_classes`` outputs."""
+    noise-conditional classifier of the same layout with ``num_classes`` outputs.
+
+    Raises:
+        ValueError: the network does not take samples of ``shape``, or (U-Net) ``ch_mult`` halves
+            the resolution below one pixel of the image.
+    """
     c = config.model
+    fields, axes = NETWORK_FIELDS[c.name]
+    if len(shape) != axes:
+        wants = {1: "points (d,)", 3: "images (C, H, W)"}
+        other = next(name for name, (_, a) in NETWORK_FIELDS.items() if a == len(shape))
+        raise ValueError(
+            f"model.name must be {other!r} for {wants[len(shape)]} like {config.data.name!r}'s "
+            f"{tuple(shape)}; got {c.name!r} (a network of {wants[axes]})"
+        )
+    options = {name: c[name] for name in fields}
+    if c.name == "unet":
+        most = 1 + int(math.log2(min(shape[1:])))
+        if len(c.ch_mult) > most:
+            raise ValueError(
+                f"model.ch_mult must have at most {most} levels for {shape[1]}x{shape[2]} images "
+                f"(each level halves the resolution); got {tuple(c.ch_mult)}"
+            )
+        options.update(shape=shape, ch_mult=tuple(c.ch_mult))
+        options["attn_resolutions"] = tuple(c.attn_resolutions)
+    else:
+        options["dim"] = shape[0]
     return registry(
         c.name,
-        dim=dim,
-        hidden=c.hidden,
-        depth=c.depth,
         embedding=c.embedding,
-        embed_dim=c.embed_dim,
         fourier_scale=c.fourier_scale,
         time_scale=(sde.N - 1) / sde.T if c.time_scale is None else c.time_scale,
         num_classes=num_classes,
         generator=generator,
+        **options,
     )
+
+
+def _dataset(config: ConfigDict) -> Dataset:
+    """The dataset of ``config.data`` (``data.path`` for the datasets read from files).
+
+    Raises:
+        ConfigError: a path for a dataset that takes none, or none for one that needs it.
+        ValueError: the files' problem in one line (:class:`~scoresde.datasets.DataFileError`).
+    """
+    c = config.data
+    takes = inspect.signature(DATASETS.lookup(c.name)).parameters.get("path")
+    if takes is None and c.path is not None:
+        raise ConfigError.refusing("data.path", f"None for dataset {c.name!r}", c.path)
+    if takes is not None and takes.default is inspect.Parameter.empty and c.path is None:
+        raise ConfigError.refusing("data.path", f"the path of the files of {c.name!r}", c.path)
+    return load_dataset(c.name, **({} if c.path is None else {"path": c.path}))
+
+
+def _draw(dataset: Dataset, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` training samples in model units (at most the training set; fresh for a density)."""
+    n = n if dataset.size is None else min(n, dataset.size)
+    return dataset.split("train", n, generator).x
 
 
 def _training_loss(config: ConfigDict, sde: SDE, data_std: float) -> training.TrainingLoss:
@@ -291,15 +347,16 @@ def build(config: ConfigDict) -> Parts:
     validate_config(config)
     _check_processes(config, distributed.world_size())
     sde = _in_group("sde", lambda: SDES.build(config.sde.name, **sde_options(config)))
-    dataset = get_dataset(config.data.name)
+    dataset = _in_group("data", lambda: _dataset(config))
+    shape = tuple(dataset.shape)
     conditioning = conditioning_of(config, dataset, stream_generator(config.seed, "inpaint"))
-    check_memory(config, sde, dataset.dim)
+    check_memory(config, sde, shape)
     model = _in_group(
         "model",
         lambda: _network(
             config,
             sde,
-            dataset.dim,
+            shape,
             stream_generator(config.seed, "init"),
             num_classes=conditioning.network_classes,
         ),
@@ -311,14 +368,19 @@ def build(config: ConfigDict) -> Parts:
             lambda: _network(
                 config,
                 sde,
-                dataset.dim,
+                shape,
                 stream_generator(config.seed, "classifier"),
                 num_classes=dataset.num_classes,
                 registry=get_classifier,
             ),
         )
+    if dataset.num_levels is not None:  # bits/dim of n_eval test images
+        n_test = len(dataset.split("test").x)
+        if config.eval.n_eval > n_test:
+            allowed = f"an integer in [2, {n_test}] (the test images of {dataset.name!r})"
+            raise ConfigError.refusing("eval.n_eval", allowed, config.eval.n_eval)
     if config.model.data_std is None:
-        points = dataset.sample(10_000, stream_generator(config.seed, "data_std"))
+        points = _draw(dataset, 10_000, stream_generator(config.seed, "data_std"))
         data_std = float(points.std())
     else:
         data_std = float(config.model.data_std)
@@ -334,7 +396,7 @@ def build(config: ConfigDict) -> Parts:
         conditioning=conditioning,
         classifier=classifier,
     )
-    one = torch.zeros(1, dataset.dim)
+    one = torch.zeros(1, *shape)
     generator = torch.Generator().manual_seed(0)
     _in_group(
         "sampling",
@@ -391,7 +453,7 @@ class _CountOutputs(TorchDispatchMode):
         return out
 
 
-def _network_footprint(config: ConfigDict, sde: SDE, dim: int) -> tuple[int, int]:
+def _network_footprint(config: ConfigDict, sde: SDE, shape: tuple[int, ...]) -> tuple[int, int]:
     """``(parameters, activation elements per point)`` of the network, without allocating it.
 
     The network is built on PyTorch's ``meta`` device (shapes only); the activations per point
@@ -399,11 +461,11 @@ def _network_footprint(config: ConfigDict, sde: SDE, dim: int) -> tuple[int, int
     the weights' own views do not count.
     """
     with torch.device("meta"):
-        net = _in_group("model", lambda: _network(config, sde, dim, torch.Generator()))
+        net = _in_group("model", lambda: _network(config, sde, shape, torch.Generator()))
         counts = []
         for batch in (1, 2):
             with _CountOutputs() as counter:
-                net(torch.zeros(batch, dim), torch.full((batch,), 0.5))
+                net(torch.zeros(batch, *shape), torch.full((batch,), 0.5))
             counts.append(counter.elements)
     return sum(p.numel() for p in net.parameters()), max(counts[1] - counts[0], 1)
 
@@ -416,18 +478,20 @@ def _bytes(n: float) -> str:
     raise AssertionError  # unreachable
 
 
-def check_memory(config: ConfigDict, sde: SDE, dim: int, available: int | None = None) -> None:
+def check_memory(
+    config: ConfigDict, sde: SDE, shape: tuple[int, ...], available: int | None = None
+) -> None:
     """Refuse a config whose stages need more memory than the machine has, before any work.
 
-    Estimates, in float32 bytes (4 per element), with ``P`` the network's parameters and ``A`` its
-    activations per point (:func:`_network_footprint`)::
+    Estimates, in float32 bytes (4 per element), with ``P`` the network's parameters, ``A`` its
+    activations per sample (:func:`_network_footprint`) and ``dim`` the values per sample::
 
         network   P * 4 * 6          weights, gradients, Adam's two moments, EMA, a checkpoint copy
         training  batch * A * 4 * 3  activations kept for the backward pass, and their gradients
         sampling  n * (A + dim * (K + 4)) * 4 + steps * 8 * 16   K trajectory times, the time grid
-        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out or the density grid) with D
-                                              vector-Jacobian products (exact trace; n_probes for
-                                              Hutchinson)
+        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out or the 2D density grid) with D
+                                              vector-Jacobian products (exact trace: D = dim;
+                                              n_probes for Hutchinson)
 
     Each is an upper-bound style estimate (every intermediate counted as alive at once), so it
     refuses only sizes that cannot fit, such as a 100,000 x 100,000 density grid.
@@ -438,15 +502,17 @@ def check_memory(config: ConfigDict, sde: SDE, dim: int, available: int | None =
     available = available_memory() if available is None else available
     if available is None:
         return
-    params, act = _network_footprint(config, sde, dim)
+    params, act = _network_footprint(config, sde, shape)
+    dim = math.prod(shape)
     t, s, e = config.training, config.sampling, config.eval
     steps = s.num_steps or sde.N
     # SMC inpainting moves `particles` points per sample
     copies = s.particles if s.inpaint != "none" and s.inpaint_method == "smc" else 1
     traces = dim if e.trace == "exact" or (e.trace == "auto" and dim <= 16) else e.n_probes
-    grid_points = e.density_grid**2
+    grid_points = e.density_grid**2 if len(shape) == 1 and dim == 2 else 0
+    width = "model.hidden" if config.model.name == "mlp" else "model.ch"
     needs = [
-        ("model.hidden", "the network's weights and optimiser state", params * 4 * 6),
+        (width, "the network's weights and optimiser state", params * 4 * 6),
         ("training.batch_size", "a training batch", t.batch_size * act * 4 * 3),
         (
             "sampling.n_samples",
@@ -505,16 +571,23 @@ def train(
 ) -> Trained:
     """Train ``parts.model`` (resuming from ``workdir``'s newest checkpoint, if any).
 
-    Every ``training.eval_every`` updates the EMA model's loss on one held-out batch (drawn once
-    from the ``"eval"`` stream, with the same stream's noise) is recorded. In a multi-process run
-    each rank draws its share of every batch (:class:`~scoresde.datasets.protocol.Shard`).
+    The batches are the dataset's stream (:meth:`~scoresde.datasets.Dataset.batches`): fresh
+    draws of a density, epoch-shuffled images of a finite dataset, which a resumed run continues
+    from the checkpoint's step. Every ``training.eval_every`` updates the EMA model's loss on
+    held-out data (one batch drawn once from the ``"eval"`` stream, or a finite dataset's whole
+    test split, with that stream's noise) is recorded. In a multi-process run each rank draws its
+    share of every batch (:class:`~scoresde.datasets.protocol.Shard`).
 
     Raises:
         see :func:`scoresde.training.train`.
     """
     c = parts.config.training
     labels = parts.conditioning.conditional_model
-    held_out = parts.dataset.batches(c.batch_size, labels=labels)(parts.generator("eval"))
+    finite = parts.dataset.size is not None
+    test = parts.dataset.split("test", None if finite else c.batch_size, parts.generator("eval"))
+    held_out = LabelledBatch(test.x, test.y) if labels else test.x
+    last = None if workdir is None else latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    start = 0 if last is None else step_of(last)
 
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
@@ -524,7 +597,7 @@ def train(
     result = training.train(
         parts.model,
         parts.loss_fn,
-        parts.dataset.batches(c.batch_size, labels=labels, shard=_shard(parts)),
+        parts.dataset.batches(c.batch_size, labels=labels, start=start, shard=_shard(parts)),
         seed=parts.seed,
         workdir=workdir,
         eval_every=c.eval_every or None,
@@ -599,8 +672,8 @@ class Drawn:
     """What :func:`sample` returns.
 
     Attributes:
-        samples: ``(n_samples, dim)`` float32 samples.
-        data: as many fresh data points, for the figure.
+        samples: ``(n_samples, *shape)`` float32 samples in model units.
+        data: as many training samples (at most the training set), for the figures.
         times: the times of the process figure, decreasing from ``T``.
         reverse: the sampler's state at ``times``; forward: the noised data at ``times``.
         section: the ``sampling`` section of ``metrics.json``.
@@ -645,14 +718,14 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
     info = sample_sde(
         sde,
         score_fn,
-        (rows.stop - rows.start, parts.dataset.dim),
+        (rows.stop - rows.start, *parts.dataset.shape),
         generator=generator,
         trajectory_times=wanted,
         return_info=True,
         **parts.sampling,
     )
     wall = time.perf_counter() - began
-    data = parts.conditioning.target.sample(c.n_samples, generator)
+    data = _draw(parts.conditioning.target, c.n_samples, generator)
     times = info.times.tolist()
     section = {
         "sampler": c.sampler,
@@ -698,19 +771,22 @@ class Measured:
     """What :func:`evaluate` returns.
 
     Attributes:
-        likelihood: the ``likelihood`` section of ``metrics.json``.
-        density_grid: its ``density_grid`` section.
+        likelihood: the ``likelihood`` section of ``metrics.json`` (NLL in nats for continuous
+            data, bits/dim for data with grey levels).
         samples: its ``samples`` section (``None`` without samples).
-        extent: ``(x_min, x_max, y_min, y_max)`` of the density grid.
-        model_log_prob, true_log_prob: ``(g, g)`` log-densities on it (the true one or ``None``).
+        density_grid: its ``density_grid`` section (2D points only, else ``None``).
+        baselines: its ``baselines`` section (data with grey levels only, else ``None``).
+        extent: ``(x_min, x_max, y_min, y_max)`` of the density grid (or ``None``).
+        model_log_prob, true_log_prob: ``(g, g)`` log-densities on it (or ``None``).
     """
 
     likelihood: dict[str, Any]
-    density_grid: dict[str, Any]
     samples: dict[str, Any] | None
-    extent: tuple[float, float, float, float]
-    model_log_prob: Tensor
-    true_log_prob: Tensor | None
+    density_grid: dict[str, Any] | None = None
+    baselines: dict[str, Any] | None = None
+    extent: tuple[float, float, float, float] | None = None
+    model_log_prob: Tensor | None = None
+    true_log_prob: Tensor | None = None
 
 
 def support_is_bounded(dataset: ToyDensity) -> bool:
@@ -761,6 +837,29 @@ def _sample_quality(
 
 
 def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> Measured:
+    """The likelihood of held-out data and the quality of ``samples`` (model units).
+
+    Data with grey levels (``dataset.num_levels``, images): bits/dim of ``eval.n_eval`` test
+    images with its agreement check, the baselines, and the sample quality of
+    :mod:`scoresde.image_eval`. Continuous 2D data: :func:`_evaluate_density`.
+    """
+    dataset = parts.dataset
+    if dataset.num_levels is None:
+        return _evaluate_density(parts, score_fn, samples)
+    generator = parts.generator("eval")
+    test = dataset.split("test", parts.config.eval.n_eval, generator).levels
+    likelihood = image_eval.likelihood_section(parts, score_fn, test, generator)
+    quality = None
+    if samples is not None:
+        quality = image_eval.sample_quality_section(dataset, samples, generator)
+    return Measured(
+        likelihood=likelihood,
+        samples=quality,
+        baselines=image_eval.baselines_section(dataset, test),
+    )
+
+
+def _evaluate_density(parts: Parts, score_fn: ScoreFn, samples: Tensor | None) -> Measured:
     """Held-out NLL against the entropy, the model's density on a grid, and the sample metrics.
 
     ``nll_minus_entropy`` is, where the data's density is known, the mean over the same held-out
@@ -815,8 +914,8 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
         quality.update(class_measures(parts.conditioning, parts.dataset, samples, generator))
     return Measured(
         likelihood=likelihood,
-        density_grid={"points": g * g, "nfe": on_grid.nfe, "wall_time_s": grid_time},
         samples=quality,
+        density_grid={"points": g * g, "nfe": on_grid.nfe, "wall_time_s": grid_time},
         extent=(-lim, lim, -lim, lim),
         model_log_prob=on_grid.logp.reshape(g, g),
         true_log_prob=truth,
@@ -853,7 +952,7 @@ def draw(
     measured: Measured | None = None,
 ) -> dict[str, Figure]:
     """The figures of whatever stages ran, by file name: ``loss.png``, ``samples.png``,
-    ``process.png``, ``density.png``."""
+    ``process.png``, and ``density.png`` (2D points) or ``neighbours.png`` (a finite dataset)."""
     from scoresde import plotting  # matplotlib only when drawing: a refused run starts faster
 
     c = parts.config
@@ -865,7 +964,8 @@ def draw(
         figures["loss.png"] = plotting.plot_loss(
             np.arange(1, len(losses) + 1), losses, title=f"training loss: {what}"
         )
-    if drawn is not None:
+    points = len(parts.dataset.shape) == 1
+    if drawn is not None and points:
         title = f"{what}, {c.sampling.sampler} sampler: {c.sampling.n_samples} samples"
         if parts.conditioning.mask is not None:
             title = f"{what}: test data and their {c.sampling.inpaint} inpainted"
@@ -874,11 +974,55 @@ def draw(
             figures["process.png"] = plotting.plot_process(
                 drawn.forward, drawn.reverse, drawn.times, title=f"diffusion: {what}"
             )
-    if measured is not None:
+    elif drawn is not None:
+        figures.update(_draw_shown(parts, drawn, what))
+    if measured is not None and measured.model_log_prob is not None:
         figures["density.png"] = plotting.plot_density(
             measured.extent,
             measured.model_log_prob,
             measured.true_log_prob,
             title=f"log-density: {what}",
+        )
+    return figures
+
+
+#: Samples in the figures of data drawn by ``show`` (images), and samples beside their neighbours.
+SHOWN, NEIGHBOURS, PROCESS = 64, 16, 8
+
+
+def _draw_shown(parts: Parts, drawn: Drawn, what: str) -> dict[str, Figure]:
+    """``samples.png``, ``process.png`` and (finite datasets) ``neighbours.png``, drawn by the
+    dataset's ``show``: training data beside samples, the forward and reverse process of
+    :data:`PROCESS` samples, and :data:`NEIGHBOURS` samples beside their nearest training samples
+    (Euclidean, model units)."""
+    from scoresde import plotting
+    from scoresde.image_metrics import nearest_neighbours
+
+    c, show = parts.config, parts.dataset.show
+    n = min(SHOWN, len(drawn.samples))
+    figures = {
+        "samples.png": plotting.shown_grid(
+            [[drawn.data[:n], drawn.samples[:n]]],
+            show,
+            col_labels=["training data", f"samples ({c.sampling.sampler})"],
+            title=f"{what}: {n} of {c.sampling.n_samples} samples",
+        ),
+        "process.png": plotting.shown_grid(
+            [[x[:PROCESS] for x in drawn.forward], [x[:PROCESS] for x in drawn.reverse]],
+            show,
+            row_labels=["forward SDE", "reverse process"],
+            col_labels=[f"t = {t:.3g}" for t in drawn.times],
+            title=f"diffusion: {what}",
+        ),
+    }
+    if parts.dataset.size is not None:
+        train = parts.dataset.split("train").x
+        samples = drawn.samples[:NEIGHBOURS]
+        _, nearest = nearest_neighbours(samples, train, k=1)
+        figures["neighbours.png"] = plotting.shown_grid(
+            [[samples, train[nearest[:, 0]]]],
+            show,
+            col_labels=["samples", "nearest training images"],
+            title=f"{what}: nearest neighbours",
         )
     return figures

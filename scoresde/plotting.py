@@ -1,4 +1,4 @@
-"""Matplotlib figures of a toy 2D run: samples, densities, the diffusion process and the loss.
+"""Matplotlib figures of a run: samples, densities, the diffusion process and the loss.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly, without ``pyplot``: no global
 figure state, no GUI backend (``fig.savefig`` renders with Agg), safe in scripts, tests and threads.
@@ -9,12 +9,14 @@ tensors or arrays of shape ``(n, 2)``; they are drawn as 2D histograms, normalis
 (points per unit area over all ``n`` points, so points outside the panel lower it) on one
 logarithmic colour scale for the whole figure: a scatter plot of thousands of points saturates,
 and a linear scale hides the tails. The toy densities have no physical units: coordinates are in
-the data's own units.
+the data's own units. Any other data (images) are drawn by their dataset's ``show(ax, x)`` in a
+grid of panels (:func:`shown_grid`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,14 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from scoresde.display import points_limit
 
-__all__ = ["point_grid", "plot_samples", "plot_process", "plot_density", "plot_loss"]
+__all__ = [
+    "point_grid",
+    "plot_samples",
+    "plot_process",
+    "plot_density",
+    "plot_loss",
+    "shown_grid",
+]
 
 PANEL_INCHES = 2.6
 COORDINATES = ("$x_1$", "$x_2$")
@@ -258,4 +267,30 @@ def plot_loss(
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False)
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def shown_grid(
+    panels: Sequence[Sequence[torch.Tensor]],
+    show: Callable[[Any, torch.Tensor], None],
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """A grid of panels, ``panels[i][j]`` a batch drawn in row ``i``, column ``j`` by ``show``
+    (a dataset's :meth:`~scoresde.datasets.Dataset.show`, e.g. a tiled grid of images)."""
+    n_rows, n_cols = len(panels), len(panels[0])
+    if n_rows == 0 or any(len(row) != n_cols for row in panels):
+        raise ValueError("panels must be a non-empty list of rows of one length")
+    fig = Figure(figsize=(PANEL_INCHES * n_cols, PANEL_INCHES * n_rows + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
+    for i, row in enumerate(panels):
+        for j, batch in enumerate(row):
+            show(axes[i, j], batch)
+            if i == 0 and col_labels is not None:
+                axes[i, j].set_title(col_labels[j], fontsize=9)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return fig

@@ -1,12 +1,15 @@
-"""The command line: train a score model on a toy 2D density, sample it, measure it, draw it.
+"""The command line: train a score model on a toy 2D density or on images, sample it, measure it,
+draw it.
 
     python -m scoresde.run --sde vp|subvp|ve --sampler em|pc|ode [--dataset NAME] [--config FILE]
                            [--workdir DIR] [--mode train|sample|eval|all] [--seed N] [--overwrite]
                            [--dry-run] [--config.GROUP.FIELD=VALUE ...]
 
 (also installed as the console script ``scoresde``). This module only reads the command line and
-reports: the config is ``configs/toy/<sde>.py`` unless ``--config`` names another file (a config
-file is Python and runs as code); ``--sampler``, ``--dataset`` and ``--seed`` set
+reports: the config is ``configs/<family>/<sde>.py`` unless ``--config`` names another file (a
+config file is Python and runs as code), the family being the dataset's own directory where there is
+one (``configs/digits/``), ``digits`` for the other image datasets (the U-Net defaults) and ``toy``
+otherwise; ``--sampler``, ``--dataset`` and ``--seed`` set
 ``sampling.sampler``, ``data.name`` and ``seed``; ``--config.training.n_iters=2000`` (or
 ``--config.training.n_iters 2000``) sets any field, parsed by ml-collections' own flag parsers
 (``ml_collections.config_flags``) for the field's type. Then :func:`scoresde.pipeline.build` makes
@@ -50,14 +53,21 @@ from scoresde.config import (
     load_config_file,
     validate_config,
 )
-from scoresde.datasets.toy import TOY_DATASETS
+from scoresde.datasets import DATASETS, IMAGE_DATASETS
 from scoresde.pipeline import build
 from scoresde.rundir import CHECKPOINTS, MODES, RunDirectory, RunError, run
 from scoresde.sampling import SAMPLERS
 from scoresde.training import NonFiniteLossError, TrainingInterrupted
 from scoresde.validation import refusal
 
-__all__ = ["main", "parse_args", "resolve_config", "apply_overrides", "summary"]
+__all__ = [
+    "main",
+    "parse_args",
+    "config_family",
+    "resolve_config",
+    "apply_overrides",
+    "summary",
+]
 
 
 class UsageError(Exception):
@@ -74,14 +84,23 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="scoresde",
-        description="Train, sample and evaluate a score-based model on a toy 2D density.",
+        description="Train, sample and evaluate a score-based model on a toy 2D density or on "
+        "images.",
         epilog="Any config field can be set with --config.GROUP.FIELD=VALUE, e.g. "
         "--config.training.n_iters=2000. A config file is Python and runs as code.",
     )
     p.add_argument("--sde", choices=tuple(SDES), help="the forward SDE (default: vp)")
     p.add_argument("--sampler", choices=SAMPLERS, help="the sampler (default: the config's)")
-    p.add_argument("--dataset", choices=tuple(TOY_DATASETS), help="the toy density")
-    p.add_argument("--config", metavar="FILE", help="a config file (default: configs/toy/<sde>.py)")
+    p.add_argument(
+        "--dataset",
+        choices=tuple(DATASETS),
+        help="the data: a toy density or an image dataset (default: the config's)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a config file (default: configs/<dataset family>/<sde>.py)",
+    )
     p.add_argument("--workdir", metavar="DIR", help="the run directory")
     p.add_argument("--mode", choices=MODES, default="all", help="what to do (default: all)")
     p.add_argument("--seed", type=int, help="the run's seed (default: the config's)")
@@ -173,6 +192,14 @@ def _groups() -> str:
     return f"the groups are {', '.join(groups)}, the top-level fields {known_fields('')}"
 
 
+def config_family(dataset: str | None) -> str:
+    """The directory of ``configs/`` that holds the built-in configs of ``dataset``: its own where
+    there is one, ``digits`` (the U-Net defaults) for another image dataset, else ``toy``."""
+    if dataset is not None and (REPOSITORY_CONFIGS / dataset).is_dir():
+        return dataset
+    return "digits" if dataset in IMAGE_DATASETS else "toy"
+
+
 def resolve_config(args: argparse.Namespace, overrides: Sequence[tuple[str, str]]) -> ConfigDict:
     """The config: the file, then the flags, then the ``--config.*`` overrides; fields checked.
 
@@ -183,7 +210,7 @@ def resolve_config(args: argparse.Namespace, overrides: Sequence[tuple[str, str]
     if args.config is not None:
         path = Path(args.config)
     else:
-        path = REPOSITORY_CONFIGS / "toy" / f"{args.sde or 'vp'}.py"
+        path = REPOSITORY_CONFIGS / config_family(args.dataset) / f"{args.sde or 'vp'}.py"
         if not path.is_file():
             raise RunError(
                 f"the built-in config {path} is not there (scoresde installed without its source "
@@ -255,14 +282,16 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
             lines.append("                " + "; ".join(measured))
         else:
             lines.append(f"  sampling      {what}, {s['nfe']} score evaluations")
-    if "likelihood" in result:
+    if "likelihood" in result and "bpd" in result["likelihood"]:
+        lines.extend(_image_lines(result))
+    elif "likelihood" in result:
         lk = result["likelihood"]
         nll = _fmt(lk["nll"], lk["nll_stderr"])
         lines.append(f"  NLL           {nll} nats ({lk['nfe']} score evaluations)")
         lines.append(f"  entropy       {_fmt(lk['entropy'], lk['entropy_stderr'])} nats")
         gap, gap_se = lk["nll_minus_entropy"], lk["nll_minus_entropy_stderr"]
         lines.append(f"  NLL - entropy {_fmt(gap, gap_se)} nats")
-    if "samples" in result:
+    if "samples" in result and "energy_distance" in result["samples"]:
         q = result["samples"]
         parts = [f"energy distance {_fmt(q['energy_distance'])}"]
         if "fraction_in_support" in q:
@@ -285,6 +314,37 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
             )
     lines.append(f"  files in {workdir}")
     return "\n".join(lines)
+
+
+def _image_lines(result: dict[str, Any]) -> list[str]:
+    """The summary's lines for images: bits/dim beside the baselines, and sample quality."""
+    lk = result["likelihood"]
+    lines = [
+        f"  bits/dim      {_fmt(lk['bpd'], lk['bpd_stderr'], 3)} on {lk['n_eval']} test images "
+        f"({lk['method']}, {lk['nfe']} score evaluations)"
+    ]
+    if "check" in lk:
+        ch = lk["check"]
+        diff = _fmt(ch["hutchinson_minus_exact"], ch["hutchinson_minus_exact_stderr"], 3)
+        lines.append(f"  trace check   hutchinson - exact {diff} bits/dim on {ch['n']} images")
+    if "baselines" in result:
+        b = result["baselines"]
+        lines.append(
+            f"  baselines     uniform {b['uniform']:.3f}, per-pixel categorical "
+            f"{b['categorical']:.3f}, Gaussian {b['gaussian']:.3f} bits/dim"
+        )
+    q = result.get("samples")
+    if q is not None:
+        if "fd" in q:
+            lines.append(
+                f"  samples       FD {q['fd']:.1f} (train-test floor {q['fd_floor']:.1f}), "
+                f"largest class-share error {q['max_class_error']:.3f}"
+            )
+        lines.append(
+            f"  samples       precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
+            f"near-copies {100 * q['near_copy_fraction']:.1f}%"
+        )
+    return lines
 
 
 def _error(message: object, status: int, shared: bool = True) -> int:

@@ -7,10 +7,13 @@
     checkpoints/    model, EMA, optimizer, RNG states and loss history (scoresde.checkpoint)
     classifier/     checkpoints/ of the noisy classifier (sampling.guidance = "classifier" only)
     loss.png        the training loss
-    samples.npy     n_samples x dim float32 samples from the EMA model
-    samples.png     fresh data next to the samples
+    samples.npy     (n_samples, *shape) float32 samples from the EMA model, in the data's own
+                    units (grey levels 0-16 as floats for digits)
+    samples.png     training data next to the samples
     process.png     the forward diffusion and the reverse process at a few times
-    density.png     the model's log-density (probability-flow likelihood) next to the true one
+    density.png     2D points: the model's log-density (probability-flow likelihood) next to the
+                    true one
+    neighbours.png  a finite dataset (images): samples beside their nearest training samples
     metrics.json    what the stages measured, one section each (docs/cli.md lists every field)
 
 Everything that can refuse a run is checked before anything is written: a directory that is a file
@@ -65,11 +68,11 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.npy"
 LOCK_FILE = ".lock"
-FIGURES = ("loss.png", "samples.png", "process.png", "density.png")
+FIGURES = ("loss.png", "samples.png", "process.png", "density.png", "neighbours.png")
 OUTPUTS = (SAMPLES_FILE, *FIGURES, METRICS_FILE)
 #: What a trained model's samples and measurements are, in files and metrics.json sections.
-_OF_THE_MODEL = (SAMPLES_FILE, "samples.png", "process.png", "density.png")
-_SECTIONS_OF_THE_MODEL = ("sampling", "samples", "likelihood", "density_grid")
+_OF_THE_MODEL = (SAMPLES_FILE, "samples.png", "process.png", "density.png", "neighbours.png")
+_SECTIONS_OF_THE_MODEL = ("sampling", "samples", "likelihood", "density_grid", "baselines")
 
 
 class RunError(Exception):
@@ -181,17 +184,17 @@ class RunDirectory:
         np.save(buffer, samples.numpy(), allow_pickle=False)
         self.write(SAMPLES_FILE, buffer.getvalue())
 
-    def load_samples(self, dim: int) -> torch.Tensor | None:
+    def load_samples(self, shape: tuple[int, ...]) -> torch.Tensor | None:
         """``samples.npy`` checked (:func:`read_samples`), or ``None`` when there is none.
 
         Raises:
-            RunError: the file is not an array of finite ``dim``-dimensional points.
+            RunError: the file is not an array of finite samples of ``shape``.
         """
         path = self / SAMPLES_FILE
         if not path.is_file():
             return None
         try:
-            return read_samples(path, dim)
+            return read_samples(path, shape)
         except ValueError as err:
             raise RunError(f"{err}; run --mode sample to draw new samples") from None
 
@@ -214,8 +217,9 @@ class RunDirectory:
         self.update_metrics({}, drop=_SECTIONS_OF_THE_MODEL)
 
 
-def read_samples(path: Path, dim: int) -> torch.Tensor:
-    """Samples saved by a run (``samples.npy``), checked: a float array ``(n >= 2, dim)``, finite.
+def read_samples(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """Samples saved by a run (``samples.npy``), checked: a float array ``(n >= 2, *shape)``,
+    finite.
 
     Read with ``allow_pickle=False``: a pickled array is refused, not run.
 
@@ -229,10 +233,12 @@ def read_samples(path: Path, dim: int) -> torch.Tensor:
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
         kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
         raise ValueError(f"{path} must hold floating-point samples; it holds {kind}")
-    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] != dim:
-        raise ValueError(f"{path} must hold samples of shape (n >= 2, {dim}); got {array.shape}")
+    shape = tuple(shape)
+    if array.ndim != 1 + len(shape) or array.shape[0] < 2 or array.shape[1:] != shape:
+        wanted = ", ".join(map(str, ("n >= 2", *shape)))
+        raise ValueError(f"{path} must hold samples of shape ({wanted}); got {array.shape}")
     if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
         raise ValueError(f"{path} holds {bad} non-finite samples")
     return torch.from_numpy(array.astype(np.float32))
 
@@ -373,7 +379,8 @@ def run(
                     f"no trained model in {rundir / CHECKPOINTS}; run --mode train first"
                 )
             classifier_checkpoint = _classifier_checkpoint(parts, rundir, trains, overwrite)
-            saved = rundir.load_samples(parts.dataset.dim) if mode == "eval" else None
+            saved = rundir.load_samples(parts.dataset.shape) if mode == "eval" else None
+            saved = None if saved is None else parts.dataset.from_data(saved)
             if overwrite:
                 rundir.discard()
             rundir.write(CONFIG_FILE, (config.to_json(indent=2) + "\n").encode())
@@ -419,14 +426,18 @@ def run(
         if mode in ("sample", "all"):
             drawn = pipeline.sample(parts, score_fn)
             if main:
-                rundir.save_samples(drawn.samples)
+                rundir.save_samples(parts.dataset.to_data(drawn.samples))
                 rundir.update_metrics({"sampling": drawn.section}, drop=["samples"])
         if mode in ("eval", "all"):
             samples = drawn.samples if drawn is not None else saved
             measured = pipeline.evaluate(parts, score_fn, samples)
-            sections = {"likelihood": measured.likelihood, "density_grid": measured.density_grid}
-            if measured.samples is not None:
-                sections["samples"] = measured.samples
+            sections = {
+                "likelihood": measured.likelihood,
+                "density_grid": measured.density_grid,
+                "baselines": measured.baselines,
+                "samples": measured.samples,
+            }
+            sections = {k: v for k, v in sections.items() if v is not None}
             if main:
                 rundir.update_metrics(sections, drop=["samples"])
         if not main:

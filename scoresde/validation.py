@@ -23,6 +23,7 @@ __all__ = [
     "Rule",
     "refusal",
     "integer",
+    "integers",
     "number",
     "positive",
     "boolean",
@@ -87,6 +88,19 @@ def integer(minimum: int | None = None, maximum: int | None = None, *, even: boo
     else:
         words = kind
     return Rule(accepts, words)
+
+
+def integers(minimum: int, *, empty: bool = False) -> Rule:
+    """A tuple or list of integers ``>= minimum``, non-empty unless ``empty``."""
+    words = f"a {'' if empty else 'non-empty '}tuple of integers >= {minimum}"
+    return Rule(
+        lambda v: (
+            isinstance(v, (tuple, list))
+            and (empty or len(v) > 0)
+            and all(_is_int(m) and m >= minimum for m in v)
+        ),
+        words,
+    )
 
 
 def number(

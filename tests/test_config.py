@@ -99,7 +99,13 @@ def test_a_new_sde_is_one_registration():
 BAD_VALUES = [
     ("vp", "seed", -1, "an integer in [0, 18446744073709551615]"),
     ("vp", "data.name", "spiral", "one of '8gaussians'"),
-    ("vp", "model.name", "unet", "one of 'mlp'"),
+    ("vp", "model.name", "convnet", "one of 'mlp', 'unet'"),
+    ("vp", "model.ch_mult", (), "a non-empty tuple of integers >= 1"),
+    ("vp", "model.ch_mult", (1, 0), "a non-empty tuple of integers >= 1"),
+    ("vp", "model.attn_resolutions", (4, -1), "a tuple of integers >= 1"),
+    ("vp", "model.dropout", 1.0, "a number in [0, 1)"),
+    ("vp", "model.num_res_blocks", 0, "an integer >= 1"),
+    ("vp", "data.path", "", "None or a path"),
     ("vp", "model.hidden", 0, "an integer >= 1"),
     ("vp", "model.embed_dim", 63, "an even integer >= 2"),
     ("vp", "model.parameterization", "noise", "one of 'score', 'epsilon'"),
@@ -206,7 +212,7 @@ def test_the_memory_estimate_scales_with_each_size():
     """At a small fictitious budget, each size alone crosses it where the formula says."""
     config = _config()
     parts = pipeline.build(config)
-    params, act = pipeline._network_footprint(config, parts.sde, 2)
+    params, act = pipeline._network_footprint(config, parts.sde, (2,))
     assert params == sum(p.numel() for p in parts.model.parameters())
     # batch * A * 4 bytes * 3: a budget just below and just above a batch of 1000, with every
     # other size small.
@@ -214,9 +220,9 @@ def test_the_memory_estimate_scales_with_each_size():
     config.sampling.n_samples = 2
     config.training.batch_size = 1000
     need = 1000 * act * 4 * 3
-    pipeline.check_memory(config, parts.sde, 2, available=int(need * 1.01))
+    pipeline.check_memory(config, parts.sde, (2,), available=int(need * 1.01))
     with pytest.raises(ConfigError, match="training.batch_size"):
-        pipeline.check_memory(config, parts.sde, 2, available=int(need * 0.99))
+        pipeline.check_memory(config, parts.sde, (2,), available=int(need * 0.99))
 
 
 def test_the_trained_fields_leave_out_bookkeeping():

@@ -132,6 +132,7 @@ class ImageDataset(Dataset):
         self._levels = {"train": self._check_levels("train", train)}
         self._levels["test"] = self._check_levels("test", test)
         self.shape = tuple(train.shape[1:])
+        self.size = len(self._levels["train"])
         if self._levels["test"].shape[1:] != self.shape:
             raise ValueError(
                 f"test images must have the train images' shape {self.shape}; "
@@ -178,6 +179,11 @@ class ImageDataset(Dataset):
         """Model units to (fractional) grey levels, ``(L - 1)(x - lo) / (hi - lo)``, unclipped."""
         lo, hi = self.data_range
         return (x - lo) * ((self.num_levels - 1) / (hi - lo))
+
+    def from_data(self, x: Tensor) -> Tensor:
+        """(Fractional) grey levels to model units, ``lo + (hi - lo) x / (L - 1)``."""
+        lo, hi = self.data_range
+        return lo + (hi - lo) * x.to(torch.float32) / (self.num_levels - 1)
 
     def __len__(self) -> int:
         """The number of training images."""

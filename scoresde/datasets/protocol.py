@@ -15,7 +15,9 @@ to know whether it holds 2D points or images:
                 ``sample_batch(generator)``; a :class:`LabelledBatch` per call with ``labels``;
                 with a :class:`Shard`, this process's part of each global batch
 ``split``       ``split(name, n=None, generator=None)``: a :class:`Split` of evaluation data
-``to_data``     the model's values in the data's own units (grey levels for images)
+``size``        the number of training samples, or ``None`` where every draw is fresh
+``to_data``     the model's values in the data's own units (grey levels for images);
+                ``from_data`` its inverse
 ``show``        ``show(ax, x)``: draw a batch onto a matplotlib ``Axes``
 =============== ===================================================================================
 
@@ -121,6 +123,7 @@ class Dataset(abc.ABC):
     num_classes: int | None = None
     num_levels: int | None = None
     data_range: tuple[float, float] | None = None
+    size: int | None = None
 
     @abc.abstractmethod
     def batches(
@@ -152,6 +155,10 @@ class Dataset(abc.ABC):
 
     def to_data(self, x: Tensor) -> Tensor:
         """Model units to the data's own units (the identity here)."""
+        return x
+
+    def from_data(self, x: Tensor) -> Tensor:
+        """The data's own units to model units, the inverse of :meth:`to_data`."""
         return x
 
     def _check_labels(self, labels: bool) -> None:

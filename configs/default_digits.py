@@ -1,0 +1,72 @@
+"""Defaults for every digits run: the toy defaults with a U-Net and image-sized settings.
+
+A per-SDE file (``configs/digits/vp.py``, ``subvp.py``, ``ve.py``) starts from these;
+``python -m scoresde.run --dataset digits --sde vp --sampler pc`` uses ``configs/digits/vp.py``.
+Every field not set here keeps its meaning from ``configs/default_toy.py`` (epsilon
+parameterisation with input scaling, likelihood weighting with importance-sampled ``t``, EMA 0.999
+with warm-up, one thread). The job is sized for 50 bare loops (2000 Adam steps of a 3 x 256 MLP at
+batch 512) on 2 CPU cores; ``benchmarks/images.py`` measures it (``docs/benchmarks.md``, "Digits:
+the default job"), and the step times below are ``benchmarks/unet.py``'s ("Digits: U-Net
+candidates"):
+
+* ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
+  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, about 13 bare-loop steps per
+  update at batch 128, so about 150 updates per bare loop. Attention at 4x4 costs about 4 % over the
+  same net without it; the next size up ("medium", 2.4 M parameters) costs 2.6 times as much per
+  update, which the budget cannot pay for enough updates. ``torch.compile`` did not help on the
+  CPU (slower per update after compiling).
+* ``training.batch_size = 128``, ``n_iters = 4500``, ``lr = 1e-3`` after 200 warm-up updates:
+  4500 updates are 385 epochs of the 1,497 training images and about 30 bare loops, the most the
+  budget leaves after sampling and evaluation.
+* ``sampling.n_samples = 1497``: the sample-quality measures compare with the floor at equal n, and
+  the FD floor is lowest (13.4) with all 1,497 training images against the test set (``24-52`` at
+  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 cost about 0.9 s each at one thread.
+* ``eval.eps = 1e-2``: bits/dim is of the model's density at ``eps`` (a density of the
+  dequantised data like any other, so still an upper bound on the discrete ``-log2 P(k) / D``),
+  here the data blurred by ``sigma = 0.045``, about a third of the step between grey levels
+  (0.125). Measured on the default VP model (4,500 updates) over 100 test images: 2.375 +- 0.023
+  bits/dim at ``eps = 1e-3`` (``sigma = 0.010``), 2.038 +- 0.021 at ``1e-2``, 2.546 +- 0.017 at
+  ``3e-2`` (``sigma = 0.109``), and 2.635 +- 0.015 over all 300 at the toy default ``1e-5``: the
+  uniform noise inside each bin has sharp edges that the model does not resolve at small ``sigma``,
+  and too much blur spreads mass over neighbouring bins.
+* ``eval.n_eval = 300``: the whole test split. ``eval.trace = "hutchinson"`` with
+  ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
+  probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree.
+"""
+
+from ml_collections import ConfigDict
+
+from configs.default_toy import get_default_configs as toy_defaults
+
+
+def get_default_configs() -> ConfigDict:
+    config = toy_defaults()
+    config.data.name = "digits"
+
+    model = config.model
+    model.name = "unet"
+    model.ch = 32
+    model.ch_mult = (1, 2)
+    model.num_res_blocks = 1
+    model.attn_resolutions = (4,)
+    model.dropout = 0.1
+
+    training = config.training
+    training.batch_size = 128
+    training.n_iters = 4500
+    training.lr = 1e-3
+    training.warmup = 200
+    training.checkpoint_every = 1000
+
+    sampling = config.sampling
+    sampling.n_samples = 1497
+    sampling.num_steps = 100
+
+    evaluation = config.eval
+    evaluation.n_eval = 300
+    evaluation.eps = 1e-2  # VP: sigma = 0.045; subvp.py and ve.py set the same sigma
+    evaluation.trace = "hutchinson"
+    evaluation.n_probes = 2
+    evaluation.n_check = 4
+    evaluation.n_process_times = 6
+    return config
