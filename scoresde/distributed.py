@@ -75,16 +75,18 @@ def launched() -> bool:
 def process_group() -> Iterator[None]:
     """Within the block, this process is a rank of its ``torchrun`` job's process group.
 
-    The backend is NCCL when CUDA is available (each rank on the GPU ``LOCAL_RANK`` of its node)
-    and gloo otherwise. Outside ``torchrun``, or when a group already exists (it is then the
-    caller's to close), the block runs unchanged.
+    Where CUDA is available each rank takes the GPU ``LOCAL_RANK`` of its node and the group has
+    two backends, NCCL for CUDA tensors and gloo for CPU ones (``"cpu:gloo,cuda:nccl"``), so a run
+    whose ``config.device`` is the CPU works on a GPU machine too; elsewhere it is gloo. Outside
+    ``torchrun``, or when a group already exists (it is then the caller's to close), the block
+    runs unchanged.
     """
     if not launched() or dist.is_initialized():
         yield
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield
     finally:
@@ -112,8 +114,9 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    """Where this rank's collective operations run: its GPU under NCCL, else the CPU."""
-    if active() and dist.get_backend() == "nccl":
+    """Where this rank's collective operations run: its GPU where CUDA is available (NCCL), else
+    the CPU (gloo)."""
+    if active() and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
