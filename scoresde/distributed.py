@@ -3,9 +3,10 @@
 ``torchrun --nproc-per-node=N -m scoresde.run ...`` starts ``N`` processes (ranks ``0 .. N - 1``)
 and tells each its place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``). :func:`process_group` joins them into one
-``torch.distributed`` process group (NCCL when CUDA is there, gloo on the CPU); without those
-variables it does nothing, and every helper here answers for a world of one process (rank 0, no
-communication), so a plain ``python -m scoresde.run`` runs exactly as it always has.
+``torch.distributed`` process group (NCCL and gloo where CUDA is there, gloo alone elsewhere);
+without those variables it does nothing, and every helper here answers for a world of one
+process (rank 0, no communication), so a plain ``python -m scoresde.run`` runs exactly as it
+always has.
 
 What a run does with the group (docs/scale.md):
 

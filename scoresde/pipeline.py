@@ -430,8 +430,8 @@ def build(config: ConfigDict) -> Parts:
         device=device,
     )
     model.to(device)
-    one = torch.zeros(1, *shape)
-    generator = torch.Generator().manual_seed(0)
+    one = torch.zeros(1, *shape, device=device)  # tried where the stages will run
+    generator = torch.Generator(device=device).manual_seed(0)
     _in_group(
         "sampling",
         lambda: sample_sde(
