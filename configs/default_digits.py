@@ -44,6 +44,7 @@ from configs.default_toy import get_default_configs as toy_defaults
 def get_default_configs() -> ConfigDict:
     config = toy_defaults()
     config.data.name = "digits"
+    config.device = "auto"  # a GPU where CUDA is available (the toy job stays on the CPU)
 
     model = config.model
     model.name = "unet"

@@ -61,6 +61,7 @@ def get_default_configs() -> ConfigDict:
     config = ConfigDict()
     config.seed = 0
     config.threads = 1  # torch's intra-op threads while the run works; 0: torch's default
+    config.device = "cpu"  # or "cuda", "cuda:N", "auto" (a GPU where CUDA is available)
 
     config.data = data = ConfigDict()
     data.name = "8gaussians"

@@ -340,7 +340,8 @@ def inpaint_split(
         conditioning: with a ``mask``.
         sde, score_fn: the run's SDE and score.
         truth: the test points; their known entries are the observations.
-        generator: the source of randomness.
+        generator: the source of randomness; the sampler runs on its device, and the samples
+            come back to ``truth``'s.
         sampling: the run's sampler options (:func:`scoresde.pipeline.sampler_options`): all of
             them for ``"replacement"``, the grid's (``num_steps``, ``grid``, ``eps``, ``rho``,
             ``denoise``) for ``"smc"``, which is its own sampler.
@@ -351,9 +352,10 @@ def inpaint_split(
         is a mixture, the same against the exact conditional (:func:`_exact_measures`).
     """
     mask = conditioning.mask
-    samples = inpaint(
-        sde, score_fn, truth, mask, generator=generator, **inpaint_options(conditioning, sampling)
-    )
+    options = inpaint_options(conditioning, sampling)
+    observed = truth.to(generator.device)
+    samples = inpaint(sde, score_fn, observed, mask, generator=generator, **options)
+    samples = samples.to(truth.device)
     unknown = ~mask.expand(truth.shape)
     section: dict[str, Any] = {
         "method": conditioning.inpaint_method,

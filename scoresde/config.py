@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -146,6 +147,10 @@ def _sampler_option_rule(name: str, kind: type) -> Rule:
 FIELDS: dict[str, Rule | Registry] = {
     "seed": integer(0, 2**64 - 1),
     "threads": integer(0, 1024),
+    "device": Rule(
+        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
+        "'auto', 'cpu', 'cuda' or 'cuda:N'",
+    ),
     "data.name": DATASETS,
     "data.path": optional(Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path")),
     "model.name": choice(("mlp", "unet")),

@@ -3,9 +3,10 @@
 ``torchrun --nproc-per-node=N -m scoresde.run ...`` starts ``N`` processes (ranks ``0 .. N - 1``)
 and tells each its place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``). :func:`process_group` joins them into one
-``torch.distributed`` process group (NCCL when CUDA is there, gloo on the CPU); without those
-variables it does nothing, and every helper here answers for a world of one process (rank 0, no
-communication), so a plain ``python -m scoresde.run`` runs exactly as it always has.
+``torch.distributed`` process group (NCCL and gloo where CUDA is there, gloo alone elsewhere);
+without those variables it does nothing, and every helper here answers for a world of one
+process (rank 0, no communication), so a plain ``python -m scoresde.run`` runs exactly as it
+always has.
 
 What a run does with the group (docs/scale.md):
 
@@ -75,16 +76,18 @@ def launched() -> bool:
 def process_group() -> Iterator[None]:
     """Within the block, this process is a rank of its ``torchrun`` job's process group.
 
-    The backend is NCCL when CUDA is available (each rank on the GPU ``LOCAL_RANK`` of its node)
-    and gloo otherwise. Outside ``torchrun``, or when a group already exists (it is then the
-    caller's to close), the block runs unchanged.
+    Where CUDA is available each rank takes the GPU ``LOCAL_RANK`` of its node and the group has
+    two backends, NCCL for CUDA tensors and gloo for CPU ones (``"cpu:gloo,cuda:nccl"``), so a run
+    whose ``config.device`` is the CPU works on a GPU machine too; elsewhere it is gloo. Outside
+    ``torchrun``, or when a group already exists (it is then the caller's to close), the block
+    runs unchanged.
     """
     if not launched() or dist.is_initialized():
         yield
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield
     finally:
@@ -112,8 +115,9 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    """Where this rank's collective operations run: its GPU under NCCL, else the CPU."""
-    if active() and dist.get_backend() == "nccl":
+    """Where this rank's collective operations run: its GPU where CUDA is available (NCCL), else
+    the CPU (gloo)."""
+    if active() and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

@@ -64,20 +64,21 @@ def _trace_used(trace: str, dim: int) -> str:
 def _bpd(
     parts: Parts, score_fn: ScoreFn, levels: Tensor, seed: int, **options: Any
 ) -> tuple[Tensor, int, float]:
-    """Bits/dim per image, the score evaluations and the seconds, the noise from ``seed``."""
+    """Bits/dim per image, the score evaluations and the seconds, the noise from ``seed`` (on
+    ``parts.device``, where the likelihood is computed)."""
     counted = CountedScore(score_fn)
     settings = {**parts.likelihood, **options}
     began = time.perf_counter()
     bpd = bits_per_dim(
         parts.sde,
         counted,
-        levels,
+        levels.to(parts.device),
         num_bins=parts.dataset.num_levels,
         data_range=parts.dataset.data_range,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator(device=parts.device).manual_seed(seed),
         **settings,
     )
-    return bpd.to(torch.float64), counted.calls, time.perf_counter() - began
+    return bpd.to("cpu", torch.float64), counted.calls, time.perf_counter() - began
 
 
 def likelihood_section(

@@ -85,7 +85,9 @@ __all__ = [
 STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4, "inpaint": 5, "classifier": 6}
 
 
-def stream_generator(seed: int, stream: str, rank: int = 0) -> torch.Generator:
+def stream_generator(
+    seed: int, stream: str, rank: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
     """A generator for the random stream ``stream`` (a key of :data:`STREAMS`) of a run.
 
     Its seed is drawn by :class:`numpy.random.SeedSequence` from ``(seed, stream)`` (from
@@ -94,7 +96,7 @@ def stream_generator(seed: int, stream: str, rank: int = 0) -> torch.Generator:
     """
     key = [seed, STREAMS[stream], rank] if rank else [seed, STREAMS[stream]]
     words = np.random.SeedSequence(key).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+    return torch.Generator(device=device).manual_seed(int(words[0]) << 32 | int(words[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +120,8 @@ class Parts:
             (:mod:`scoresde.conditioning`).
         classifier: the noise-conditional classifier of classifier guidance (``config.model``'s
             network with a ``C``-way head, initialised from the seed), or ``None``.
+        device: where the networks live and the stages compute (:func:`run_device`); data,
+            samples and measures come back to the CPU.
     """
 
     config: ConfigDict
@@ -130,14 +134,17 @@ class Parts:
     likelihood: dict[str, Any]
     conditioning: Conditioning
     classifier: nn.Module | None = None
+    device: torch.device = torch.device("cpu")
 
     @property
     def seed(self) -> int:
         return int(self.config.seed)
 
-    def generator(self, stream: str, rank: int = 0) -> torch.Generator:
+    def generator(
+        self, stream: str, rank: int = 0, device: torch.device | str = "cpu"
+    ) -> torch.Generator:
         """A generator for the random stream ``stream`` of the run (:func:`stream_generator`)."""
-        return stream_generator(self.seed, stream, rank)
+        return stream_generator(self.seed, stream, rank, device)
 
     def score_fn(
         self, model: Callable[..., Tensor], classifier: nn.Module | None = None
@@ -329,6 +336,30 @@ def _check_processes(config: ConfigDict, world: int) -> None:
             raise ConfigError.refusing(field, allowed, value)
 
 
+def run_device(config: ConfigDict) -> torch.device:
+    """The device of ``config.device``: ``"cpu"``; ``"cuda"`` or ``"cuda:N"``; ``"auto"``, a GPU
+    where CUDA is available, else the CPU. Under ``torchrun`` each rank takes its own GPU
+    (``LOCAL_RANK``, as :func:`scoresde.distributed.process_group` set it) whichever index is given.
+
+    Raises:
+        ConfigError: a CUDA device that this machine does not have.
+    """
+    wanted = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
+    if wanted == "auto" or wanted == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        allowed = "'cpu' or 'auto' on this machine (no CUDA device is available)"
+        raise ConfigError.refusing("device", allowed, config.device)
+    if distributed.active():
+        return torch.device("cuda", torch.cuda.current_device())
+    device = torch.device(wanted)
+    if device.index is not None and device.index >= count:
+        allowed = f"'cpu', 'auto', 'cuda' or 'cuda:N' with N < {count}"
+        raise ConfigError.refusing("device", allowed, config.device)
+    return device
+
+
 def build(config: ConfigDict) -> Parts:
     """The parts of the run ``config``, each checked, and all of them tried together.
 
@@ -346,6 +377,7 @@ def build(config: ConfigDict) -> Parts:
     """
     validate_config(config)
     _check_processes(config, distributed.world_size())
+    device = run_device(config)
     sde = _in_group("sde", lambda: SDES.build(config.sde.name, **sde_options(config)))
     dataset = _in_group("data", lambda: _dataset(config))
     shape = tuple(dataset.shape)
@@ -394,10 +426,12 @@ def build(config: ConfigDict) -> Parts:
         sampling=sampler_options(config),
         likelihood=likelihood_options(config),
         conditioning=conditioning,
-        classifier=classifier,
+        classifier=None if classifier is None else classifier.to(device),
+        device=device,
     )
-    one = torch.zeros(1, *shape)
-    generator = torch.Generator().manual_seed(0)
+    model.to(device)
+    one = torch.zeros(1, *shape, device=device)  # tried where the stages will run
+    generator = torch.Generator(device=device).manual_seed(0)
     _in_group(
         "sampling",
         lambda: sample_sde(
@@ -585,13 +619,13 @@ def train(
     labels = parts.conditioning.conditional_model
     finite = parts.dataset.size is not None
     test = parts.dataset.split("test", None if finite else c.batch_size, parts.generator("eval"))
-    held_out = LabelledBatch(test.x, test.y) if labels else test.x
+    held_out = (LabelledBatch(test.x, test.y) if labels else test.x).to(parts.device)
     last = None if workdir is None else latest_checkpoint(os.path.join(workdir, "checkpoints"))
     start = 0 if last is None else step_of(last)
 
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
-            loss = parts.loss_fn(ema_model, held_out, parts.generator("eval"))
+            loss = parts.loss_fn(ema_model, held_out, parts.generator("eval", 0, parts.device))
         return {"ema_held_out_loss": float(loss)}
 
     result = training.train(
@@ -705,12 +739,16 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
     All randomness comes from the ``"sample"`` stream, so the samples are a function of the
     weights, the config, the seed (and the number of processes, each of which draws its share from
     its own stream). The process figure's times are geometric from ``T`` to the sampler's end
-    ``eps``: the distribution changes fastest near ``eps``.
+    ``eps``: the distribution changes fastest near ``eps``. The sampler runs on ``parts.device``;
+    the data and the forward process of the figures are drawn on the CPU, from the same stream
+    after the samples (on a GPU, from the stream's CPU generator).
     """
     c, sde = parts.config.sampling, parts.sde
-    generator = parts.generator("sample", distributed.rank())
+    rank = distributed.rank()
+    generator = parts.generator("sample", rank, parts.device)
+    host = generator if parts.device.type == "cpu" else parts.generator("sample", rank)
     if parts.conditioning.mask is not None:
-        return _inpainted(parts, score_fn, generator)
+        return _inpainted(parts, score_fn, generator, host)
     rows = distributed.shard(c.n_samples)
     eps = grid_end(sde, eps=c.eps, sigma_min=c.sigma_min)
     wanted = np.geomspace(sde.T, eps, parts.config.eval.n_process_times).tolist()
@@ -720,12 +758,13 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
         score_fn,
         (rows.stop - rows.start, *parts.dataset.shape),
         generator=generator,
+        device=parts.device,
         trajectory_times=wanted,
         return_info=True,
         **parts.sampling,
     )
     wall = time.perf_counter() - began
-    data = _draw(parts.conditioning.target, c.n_samples, generator)
+    data = _draw(parts.conditioning.target, c.n_samples, host)
     times = info.times.tolist()
     section = {
         "sampler": c.sampler,
@@ -736,20 +775,23 @@ def sample(parts: Parts, score_fn: ScoreFn) -> Drawn:
         "wall_time_s": wall,
     }
     return Drawn(
-        samples=distributed.gather(info.samples.to(torch.float32)),
+        samples=distributed.gather(info.samples.to(torch.float32)).cpu(),
         data=data,
         times=times,
-        reverse=[distributed.gather(x) for x in info.trajectory],
-        forward=_forward_marginals(sde, data, times, generator),
+        reverse=[distributed.gather(x).cpu() for x in info.trajectory],
+        forward=_forward_marginals(sde, data, times, host),
         section=section,
     )
 
 
-def _inpainted(parts: Parts, score_fn: ScoreFn, generator: torch.Generator) -> Drawn:
-    """:func:`sample` for inpainting: ``n_samples`` test points of the target completed where the
-    mask hides them (:func:`scoresde.conditioning.inpaint_split`); no process figure."""
+def _inpainted(
+    parts: Parts, score_fn: ScoreFn, generator: torch.Generator, host: torch.Generator
+) -> Drawn:
+    """:func:`sample` for inpainting: ``n_samples`` test points of the target (drawn with
+    ``host``) completed where the mask hides them (:func:`scoresde.conditioning.inpaint_split`,
+    on ``generator``'s device); no process figure."""
     c = parts.config.sampling
-    truth = parts.conditioning.target.split("test", c.n_samples, generator).x
+    truth = parts.conditioning.target.split("test", c.n_samples, host).x
     began = time.perf_counter()
     samples, measures = inpaint_split(
         parts.conditioning, parts.sde, score_fn, truth, generator, parts.sampling
@@ -872,7 +914,9 @@ def _evaluate_density(parts: Parts, score_fn: ScoreFn, samples: Tensor | None) -
     dataset, e = parts.conditioning.target, parts.config.eval
     generator = parts.generator("eval")
     x = dataset.sample(e.n_eval, generator)
-    own = generator if distributed.is_main() else parts.generator("eval", distributed.rank())
+    rank = distributed.rank()
+    on_cpu = parts.device.type == "cpu"
+    own = generator if rank == 0 and on_cpu else parts.generator("eval", rank, parts.device)
     began = time.perf_counter()
     result = _sharded_likelihood(parts, score_fn, x, own)
     nll_time = time.perf_counter() - began
@@ -937,12 +981,13 @@ def _sharded_likelihood(
     result = log_likelihood(
         parts.sde,
         score_fn,
-        x[distributed.shard(x.shape[0])],
+        x[distributed.shard(x.shape[0])].to(parts.device),
         generator=generator,
         return_info=True,
         **parts.likelihood,
     )
-    return _Likelihood(distributed.gather(result.logp), int(distributed.maximum(result.nfe)))
+    logp = distributed.gather(result.logp).cpu()
+    return _Likelihood(logp, int(distributed.maximum(result.nfe)))
 
 
 def draw(

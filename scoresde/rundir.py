@@ -321,6 +321,19 @@ def _classifier_checkpoint(
     return found
 
 
+def _check_resume_device(
+    checkpoint: Checkpoint, device: torch.device, rundir: RunDirectory
+) -> None:
+    """Training continues only on the device type it ran on (its random streams live there)."""
+    was = checkpoint.loop.get("device")
+    if was is not None and was != device.type:
+        raise RunError(
+            f"{rundir.path} was trained on {was!r} and this run's device is {device.type!r}; "
+            f"to train it further pass --config.device={was} (sampling and evaluation work on "
+            "any device), or choose another --workdir"
+        )
+
+
 def run(
     parts: pipeline.Parts,
     workdir: str | os.PathLike[str],
@@ -378,6 +391,8 @@ def run(
                 raise RunError(
                     f"no trained model in {rundir / CHECKPOINTS}; run --mode train first"
                 )
+            if trains and checkpoint is not None:
+                _check_resume_device(checkpoint, parts.device, rundir)
             classifier_checkpoint = _classifier_checkpoint(parts, rundir, trains, overwrite)
             saved = rundir.load_samples(parts.dataset.shape) if mode == "eval" else None
             saved = None if saved is None else parts.dataset.from_data(saved)

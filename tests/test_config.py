@@ -261,3 +261,44 @@ def test_a_config_file_must_exist_define_get_config_and_not_exit(tmp_path):
     exits.write_text("import sys\nsys.exit(3)\n")
     with pytest.raises(ConfigError, match=r"called sys.exit\(3\)"):
         load_config_file(exits)
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", "CPU", ""])
+def test_a_bad_device_is_refused_naming_the_forms(value):
+    config = _config()
+    config.device = value
+    with pytest.raises(ConfigError, match=r"config\.device must be 'auto', 'cpu', 'cuda' or"):
+        pipeline.build(config)
+
+
+def test_the_device_is_where_the_networks_live():
+    config = _config()
+    config.model.hidden = 8
+    assert config.device == "cpu"  # the toy job stays on the CPU
+    config.device = "auto"
+    parts = pipeline.build(config)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert parts.device.type == expected
+    assert next(parts.model.parameters()).device.type == expected
+    digits = load_config_file(REPOSITORY_CONFIGS / "digits" / "vp.py")
+    assert digits.device == "auto"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_cuda_device_the_machine_lacks_is_refused():
+    config = _config()
+    config.device = "cuda"
+    with pytest.raises(ConfigError, match=r"config\.device must be 'cpu' or 'auto' on this "
+                       r"machine \(no CUDA device is available\); got 'cuda'"):  # fmt: skip
+        pipeline.build(config)
+
+
+def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    config = _config()
+    config.device = "cuda:2"
+    with pytest.raises(ConfigError, match=r"'cuda:N' with N < 2; got 'cuda:2'"):
+        pipeline.run_device(config)
+    config.device = "cuda:1"
+    assert pipeline.run_device(config) == torch.device("cuda", 1)

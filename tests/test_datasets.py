@@ -298,3 +298,23 @@ def test_batch_sampler_rejects_bad_batch_sizes():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
             batch_sampler("moons", bad)
+
+
+def test_toy_draws_on_the_cpu_are_torchs_own():
+    """Draws (the toy densities' source of randomness, on the generator's device) is exactly
+    torch's CPU draws for a CPU generator, so the toy data did not change with it."""
+    from scoresde.datasets.draws import Draws
+
+    def g():
+        return torch.Generator().manual_seed(3)
+
+    draw = Draws(g())
+    assert torch.equal(draw.rand(4, 2), torch.rand(4, 2, generator=g(), dtype=torch.float64))
+    draw = Draws(g())
+    assert torch.equal(draw.randn(5), torch.randn(5, generator=g(), dtype=torch.float64))
+    draw = Draws(g())
+    expected = torch.randint(0, 7, (6,), generator=g(), dtype=torch.float64)
+    assert torch.equal(draw.randint(7, 6), expected)
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    draw = Draws(g())
+    assert torch.equal(draw.choice(w, 9), torch.multinomial(w, 9, True, generator=g()))

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from scoresde.datasets.draws import Draws
 from scoresde.guidance import Classifier, CondScoreFn, batch_labels, check_label
 from scoresde.sde import SDE, ScoreFn
 from scoresde.validation import integer, refusal
@@ -169,8 +170,9 @@ class GaussianMixture:
     ):
         """Draw ``n`` points ``(n, d)`` (float64); with ``return_labels`` also their classes
         ``(n,)`` (the component indices when each component is its own class)."""
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        draw = Draws(generator)
+        k = draw.choice(self.weights, n)
+        z = draw.randn(n, self.dim)
         z = z * self.eigvals[k].sqrt()
         if self.eigvecs is not None:
             z = torch.einsum("nij,nj->ni", self.eigvecs[k], z)

@@ -55,6 +55,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 from torch import Tensor
 
+from scoresde.datasets.draws import Draws
 from scoresde.datasets.gmm import GaussianMixture
 from scoresde.datasets.protocol import Dataset, LabelledBatch, Shard, Split, check_split
 from scoresde.display import show_points
@@ -253,9 +254,10 @@ class Checkerboard(ToyDensity):
     area = 32.0
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        x1 = 4 * torch.rand(n, generator=generator, dtype=torch.float64) - 2
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        b = torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64)
+        draw = Draws(generator)
+        x1 = 4 * draw.rand(n) - 2
+        u = draw.rand(n)
+        b = draw.randint(2, n)
         x2 = u - 2 * b + torch.remainder(torch.floor(x1), 2)
         return 2 * torch.stack([x1, x2], dim=1)
 
@@ -351,15 +353,14 @@ class NoisyCurves(ToyDensity):
         return curve.point(v), math.log(curve.weight) + log_q + torch.log(omega)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        branch = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        draw = Draws(generator)
+        branch = draw.choice(self.weights, n)
+        u = draw.rand(n)
         points = torch.stack([c.point(u ** (1 / c.power)) for c in self.curves])  # (branches, n, 2)
         x = points[branch, torch.arange(n)]
         if self.box_half_width > 0:
-            x = x + self.box_half_width * (
-                2 * torch.rand(n, 2, generator=generator, dtype=torch.float64) - 1
-            )
-        return x + self.noise_std * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+            x = x + self.box_half_width * (2 * draw.rand(n, 2) - 1)
+        return x + self.noise_std * draw.randn(n, 2)
 
     def _log_kernel(self, x: Tensor) -> Tensor:
         """``log k(x_i - c_j)`` for points ``x`` ``(b, 2)`` and all nodes ``c_j``, ``(b, M)``."""
@@ -403,10 +404,9 @@ class Pinwheel(ToyDensity):
     has_exact_log_prob = False
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        arm = torch.randint(0, 5, (n,), generator=generator, dtype=torch.float64)
-        f = torch.randn(n, 2, generator=generator, dtype=torch.float64) * torch.tensor(
-            [0.3, 0.1], dtype=torch.float64
-        )
+        draw = Draws(generator)
+        arm = draw.randint(5, n)
+        f = draw.randn(n, 2) * torch.tensor([0.3, 0.1], dtype=torch.float64)
         r, s = f[:, 0] + 1, f[:, 1]
         a = 2 * math.pi * arm / 5 + 0.25 * torch.exp(r)
         return 2 * torch.stack([r * a.cos() + s * a.sin(), -r * a.sin() + s * a.cos()], dim=1)

@@ -94,10 +94,10 @@ def dpm_solver(
     for i, p in enumerate(orders):
         nodes = (l[i - p + 1 : i + 1].flip(0) - l[i]).tolist()  # u_j = l_{i-j} - l_i
         moments = exponential_moments(float(h[i]), p, c)
-        weights[i, :p] = k.alpha[i + 1] * torch.tensor(
+        weights[i, :p] = float(k.alpha[i + 1]) * torch.tensor(  # on the CPU, then to x's device
             lagrange_weights(nodes, moments), dtype=torch.float64
         )
-    weights = weights.to(x.dtype)
+    weights = weights.to(x.device, x.dtype)
     jitter = (k.sigma[1:] * (-torch.expm1(-2 * h)).sqrt()).to(x.dtype)
     keep = keep.to(x.dtype)
     alpha, sigma = k.alpha.to(x.dtype), k.sigma.to(x.dtype)

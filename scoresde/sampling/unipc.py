@@ -71,10 +71,11 @@ def unipc(
     correct = torch.zeros(n, 4, dtype=torch.float64)
     for i, p in enumerate(orders):
         past = (l[i - p + 1 : i + 1].flip(0) - l[i]).tolist()  # u_j = l_{i-j} - l_i, j < p
-        predict[i, :p] = k.alpha[i + 1] * _weights(past, float(h[i]))
-        correct[i, : p + 1] = k.alpha[i + 1] * _weights([float(h[i]), *past], float(h[i]))
+        a = float(k.alpha[i + 1])  # the tables are made on the CPU, then moved to x's device
+        predict[i, :p] = a * _weights(past, float(h[i]))
+        correct[i, : p + 1] = a * _weights([float(h[i]), *past], float(h[i]))
     keep = (k.sigma[1:] / k.sigma[:-1]).to(x.dtype)
-    predict, correct = predict.to(x.dtype), correct.to(x.dtype)
+    predict, correct = predict.to(x.device, x.dtype), correct.to(x.device, x.dtype)
     alpha, sigma = k.alpha.to(x.dtype), k.sigma.to(x.dtype)
     history = [data_prediction(score_fn, x, k.t[0].expand(x.shape[0]), alpha[0], sigma[0])]
     for i in range(n):
