@@ -97,8 +97,9 @@ def quality_table(steps: list[int], n: int, seed: int) -> None:
     entropy, _ = ring.entropy(200_000, torch.Generator().manual_seed(seed))
     for sde_name, sde in SDES.items():
         per_call = bare_call_time(ring.score_fn(sde), (n, 2), calls=20)
-        print(f"\n### {sde_name}: oracle score, {n} points, ~"
-              f"{per_call * 1e3:.2f} ms per score call\n")
+        print(
+            f"\n### {sde_name}: oracle score, {n} points, ~{per_call * 1e3:.2f} ms per score call\n"
+        )
         print("| sampler | steps | NFE | gap (nats) | max abs dw | wall (s) | overhead |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         rows = [(name, k, {**kw, "num_steps": k}) for name, kw in CONFIGS.items() for k in steps]
@@ -107,16 +108,20 @@ def quality_table(steps: list[int], n: int, seed: int) -> None:
             x, nfe, wall, overhead = run_row(sde, ring.score_fn(sde), n, kwargs, seed)
             gap = float(-ring.log_prob(x).mean()) - entropy
             dw = float((ring.mode_weights(x) - 1 / 8).abs().max())
-            print(f"| {name} | {k} | {nfe} | {gap:+.3f} | {dw:.3f} | {wall:.2f} | {overhead:.3f} |",
-                  flush=True)
+            print(
+                f"| {name} | {k} | {nfe} | {gap:+.3f} | {dw:.3f} | {wall:.2f} | {overhead:.3f} |",
+                flush=True,
+            )
 
 
 def mlp_table(steps: list[int], n: int, seed: int) -> None:
     score_fn = mlp_score(2)
     for sde_name, sde in SDES.items():
         per_call = bare_call_time(score_fn, (n, 2), calls=100)
-        print(f"\n### {sde_name}: MLP score (2 x 128 SiLU), {n} points, ~"
-              f"{per_call * 1e3:.2f} ms per score call\n")
+        print(
+            f"\n### {sde_name}: MLP score (2 x 128 SiLU), {n} points, ~"
+            f"{per_call * 1e3:.2f} ms per score call\n"
+        )
         print("| sampler | steps | NFE | wall (s) | overhead |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, kw in CONFIGS.items():

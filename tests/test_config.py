@@ -302,3 +302,16 @@ def test_a_cuda_index_beyond_the_machine_is_refused(monkeypatch):
         pipeline.run_device(config)
     config.device = "cuda:1"
     assert pipeline.run_device(config) == torch.device("cuda", 1)
+
+
+def test_training_resumes_only_on_the_device_type_it_ran_on(tmp_path):
+    from scoresde.checkpoint import Checkpoint
+    from scoresde.rundir import RunDirectory, RunError, _check_resume_device
+
+    trained_on_gpu = Checkpoint(
+        step=1, model={}, ema={}, optimizer={}, rng={}, loop={"device": "cuda"}
+    )
+    with pytest.raises(RunError, match=r"trained on 'cuda' and this run's device is 'cpu'.*"
+                       r"--config\.device=cuda"):  # fmt: skip
+        _check_resume_device(trained_on_gpu, torch.device("cpu"), RunDirectory(tmp_path))
+    _check_resume_device(trained_on_gpu, torch.device("cuda"), RunDirectory(tmp_path))

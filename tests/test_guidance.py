@@ -186,9 +186,7 @@ def test_exact_classifier_guidance_samples_the_conditional_mixture(class_entropy
     sde = VPSDE()
     guided = classifier_guidance(MIXTURE.score_fn(sde), MIXTURE.classifier_fn(sde), LABEL)
     kwargs = {"sampler": "ode", "dtype": F64, "shape": (N_SAMPLES, 2)}
-    x = sample(
-        sde, guided, generator=torch.Generator().manual_seed(1), **kwargs
-    )
+    x = sample(sde, guided, generator=torch.Generator().manual_seed(1), **kwargs)
     # The probability-flow ODE is deterministic given the prior draw: with the same draw, the
     # guided score and the exact conditional score give the same samples (dopri5 takes the same
     # steps; measured difference 2e-13).

@@ -187,8 +187,9 @@ def test_hutchinson_probes_average(ring):
     assert 0.4 <= (std[1] / std[0]).item() <= 0.6
 
 
-@pytest.mark.parametrize(("dim", "chosen"), [(EXACT_TRACE_MAX_DIM, "exact"),
-                                             (EXACT_TRACE_MAX_DIM + 1, "hutchinson")])
+@pytest.mark.parametrize(
+    ("dim", "chosen"), [(EXACT_TRACE_MAX_DIM, "exact"), (EXACT_TRACE_MAX_DIM + 1, "hutchinson")]
+)
 def test_auto_trace_is_exact_up_to_the_threshold(dim, chosen):
     """``trace="auto"`` (the default) is the exact trace for ``D <= 16``, Hutchinson's above."""
     sde = VPSDE()
@@ -197,8 +198,14 @@ def test_auto_trace_is_exact_up_to_the_threshold(dim, chosen):
     kwargs = {"method": "rk4", "num_steps": 2, "return_info": True}
     g = torch.Generator().manual_seed(19)
     auto = log_likelihood(sde, oracle.score_fn(sde), x, generator=g, **kwargs)
-    same = log_likelihood(sde, oracle.score_fn(sde), x, trace=chosen,
-                          generator=torch.Generator().manual_seed(19), **kwargs)
+    same = log_likelihood(
+        sde,
+        oracle.score_fn(sde),
+        x,
+        trace=chosen,
+        generator=torch.Generator().manual_seed(19),
+        **kwargs,
+    )
     assert auto.trace == same.trace == chosen
     torch.testing.assert_close(auto.logp, same.logp, rtol=0, atol=0)
     # Only Hutchinson's trace draws probes from the generator.
@@ -210,12 +217,20 @@ def test_numpy_integers_are_counts():
     sde = VPSDE()
     x = torch.zeros(4, 2, dtype=torch.float64)
     kwargs = {"method": "rk4", "trace": "hutchinson", "generator": torch.Generator().manual_seed(0)}
-    info = log_likelihood(sde, lambda x, t: -x, x, num_steps=np.int64(3), n_probes=np.int64(2),
-                          return_info=True, **kwargs)
+    info = log_likelihood(
+        sde,
+        lambda x, t: -x,
+        x,
+        num_steps=np.int64(3),
+        n_probes=np.int64(2),
+        return_info=True,
+        **kwargs,
+    )
     assert info.nfe == 4 * 3 and torch.isfinite(info.logp).all()
     k = torch.zeros(4, 2, dtype=torch.long)
-    assert bits_per_dim(sde, lambda x, t: -x, k, num_bins=np.int64(256), num_steps=2,
-                        method="euler").shape == (4,)
+    assert bits_per_dim(
+        sde, lambda x, t: -x, k, num_bins=np.int64(256), num_steps=2, method="euler"
+    ).shape == (4,)
 
 
 class RecordingScore:
@@ -343,8 +358,11 @@ def test_bad_data(ring, x):
 def test_score_of_the_wrong_shape_raises(ring):
     # A (B, 1) score would broadcast against (B, 2) data into a wrong but finite likelihood.
     sde = VPSDE()
-    with pytest.raises(ValueError, match=r"score_fn must return a tensor of the input's shape "
-                                         r"\(4, 2\); got \(4, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"score_fn must return a tensor of the input's shape "
+        r"\(4, 2\); got \(4, 1\)",
+    ):
         log_likelihood(sde, lambda x, t: -x[:, :1], torch.zeros(4, 2, dtype=torch.float64))
 
 

@@ -309,8 +309,13 @@ def test_loss_value_at_the_true_score_of_gaussian_data(weighting, reduce):
     alpha, sigma = sde.kernel_coefficients(t)
     g2 = sde.sde(torch.ones(len(t), 1, dtype=torch.float64), t)[1] ** 2
     lam = sigma**2 if weighting == "score_sde" else g2
-    integrand = lam / sigma**2 * (d if reduce == "sum" else 1) * alpha**2 * s**2 / (
-        alpha**2 * s**2 + sigma**2
+    integrand = (
+        lam
+        / sigma**2
+        * (d if reduce == "sum" else 1)
+        * alpha**2
+        * s**2
+        / (alpha**2 * s**2 + sigma**2)
     )
     expected = torch.trapezoid(integrand, t).item() / (1.0 - eps)
     assert abs(mean - expected) < 4 * se, (mean, expected, se)

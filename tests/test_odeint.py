@@ -98,8 +98,10 @@ def test_torchdiffeq_alone_leaves_the_interval(method, decreasing):
     odeint(field, initial_state("tensor"), times, method=method, rtol=LOOSE, atol=LOOSE)
     seen = field.seen()
     if not (seen.min() < LO or seen.max() > HI):
-        pytest.skip(f"torchdiffeq no longer leaves the interval with {method}: the guard of "
-                    "scoresde.odeint may be simplified")
+        pytest.skip(
+            f"torchdiffeq no longer leaves the interval with {method}: the guard of "
+            "scoresde.odeint may be simplified"
+        )
 
 
 @pytest.mark.parametrize("decreasing", [False, True], ids=["up", "down"])

@@ -63,6 +63,7 @@ def oracle_score(sde_name: str, sde: SDE):
     """The exact score of the ring perturbed by the SDE's kernel, as written out in the tests."""
     return RING.score_fn(KERNELS.get(sde_name, sde))
 
+
 # Corrector-only sampling (predictor 'none') has no transport step: it needs several MCMC steps per
 # time, on a coarser grid of 50 times.
 CORRECTOR_ONLY = {"langevin": {"snr": 0.3, "n_steps": 10}, "ald": {"snr": 0.5, "n_steps": 10}}
@@ -77,21 +78,21 @@ CORRECTOR_ONLY_N = 50
 # predictors step with the continuous kernel.
 #   case                         vp      sub-VP  VE      user (OU)
 GAP_BIAS = {
-    "euler_maruyama+none":         (+0.039, +0.043, +0.036, +0.101),
-    "euler_maruyama+langevin":     (+0.027, +0.031, +0.034, +0.092),
-    "euler_maruyama+ald":          (+0.024, +0.027, +0.012, +0.094),
-    "reverse_diffusion+none":      (+0.048, +0.043, +0.096, +0.102),
-    "reverse_diffusion+langevin":  (+0.028, +0.031, +0.035, +0.094),
-    "reverse_diffusion+ald":       (+0.035, +0.025, +0.055, +0.095),
-    "ancestral_sampling+none":     (+0.032, -0.067, -0.040, -0.192),
+    "euler_maruyama+none": (+0.039, +0.043, +0.036, +0.101),
+    "euler_maruyama+langevin": (+0.027, +0.031, +0.034, +0.092),
+    "euler_maruyama+ald": (+0.024, +0.027, +0.012, +0.094),
+    "reverse_diffusion+none": (+0.048, +0.043, +0.096, +0.102),
+    "reverse_diffusion+langevin": (+0.028, +0.031, +0.035, +0.094),
+    "reverse_diffusion+ald": (+0.035, +0.025, +0.055, +0.095),
+    "ancestral_sampling+none": (+0.032, -0.067, -0.040, -0.192),
     "ancestral_sampling+langevin": (+0.026, +0.008, +0.033, -0.131),
-    "ancestral_sampling+ald":      (+0.028, -0.064, -0.038, -0.183),
-    "none+langevin":               (+0.083, +0.084, +0.084, +0.176),
-    "none+ald":                    (+0.142, +0.199, +0.048, +1.305),
-    "em":                          (+0.039, +0.043, +0.036, +0.101),
-    "ode-dopri5":                  (+0.003, +0.004, +0.002, -0.002),
-    "ode-rk4-20":                  (+0.004, +0.004, +0.004, -0.012),
-    "ode-euler":                   (+0.023, +0.026, -0.108, +0.061),
+    "ancestral_sampling+ald": (+0.028, -0.064, -0.038, -0.183),
+    "none+langevin": (+0.083, +0.084, +0.084, +0.176),
+    "none+ald": (+0.142, +0.199, +0.048, +1.305),
+    "em": (+0.039, +0.043, +0.036, +0.101),
+    "ode-dopri5": (+0.003, +0.004, +0.002, -0.002),
+    "ode-rk4-20": (+0.004, +0.004, +0.004, -0.012),
+    "ode-euler": (+0.023, +0.026, -0.108, +0.061),
 }
 # The first-order bias of the stochastic samplers is +0.02 to +0.05 at 100 steps (VE reverse
 # diffusion +0.10; the OU +0.09 to +0.10 at 400; ancestral sampling with the continuous kernel's
@@ -167,8 +168,9 @@ def test_em_and_ode_recover_mixture(sde_name, case, ring_entropy):
     sde = SDES[sde_name]()
     g = torch.Generator().manual_seed(2)
     kwargs = ODE_CASES[case]
-    x = sample(sde, oracle_score(sde_name, sde), (N_SAMPLES, 2), generator=g, eps=EPS[sde_name],
-               **kwargs)
+    x = sample(
+        sde, oracle_score(sde_name, sde), (N_SAMPLES, 2), generator=g, eps=EPS[sde_name], **kwargs
+    )
     check_mixture(x, ring_entropy, GAP_BIAS[case][list(SDES).index(sde_name)])
 
 
@@ -204,8 +206,11 @@ def test_corrector_keeps_exact_samples_of_p_t(case):
     corrector, sde_name, t, snr = case
     sde = {"vp": VPSDE(), "ve": VESDE()}[sde_name]
     n, steps = 10_000, 40
-    entropy = float(-RING.log_prob(exact_perturbed(sde, t, 100_000, torch.Generator()
-                                                    .manual_seed(99)), t, sde).mean())
+    entropy = float(
+        -RING.log_prob(
+            exact_perturbed(sde, t, 100_000, torch.Generator().manual_seed(99)), t, sde
+        ).mean()
+    )
     g = torch.Generator().manual_seed(1)
     x = exact_perturbed(sde, t, n, g)
     grid = torch.tensor([t, t / 2], dtype=F64)  # the corrector works at the first time
@@ -232,8 +237,16 @@ def ve_chain(sde: VESDE, t: float) -> tuple[float, float]:
     return tuple(0.01 * 5000 ** (j / (sde.N - 1)) for j in (k, k - 1))
 
 
-def one_step(kind: str, name: str, sde: SDE, x: torch.Tensor, i: int, grid: torch.Tensor,
-             score_fn, snr: float = 0.16) -> torch.Tensor:
+def one_step(
+    kind: str,
+    name: str,
+    sde: SDE,
+    x: torch.Tensor,
+    i: int,
+    grid: torch.Tensor,
+    score_fn,
+    snr: float = 0.16,
+) -> torch.Tensor:
     """One update of the named predictor or corrector, with noise from generator seed 5."""
     table = PREDICTORS if kind == "predictor" else CORRECTORS
     options = {"snr": snr} if kind == "corrector" else {}
@@ -262,16 +275,18 @@ def test_each_step_is_its_formula():
     beta_k, sigma = vp_chain(vp, t)
     beta_t, dt = 0.1 + t * (20.0 - 0.1), (grid[i + 1] - grid[i]).item()
     expected = {
-        ("predictor", "euler_maruyama"):
-            x + (-0.5 * beta_t * x - beta_t * s) * dt + math.sqrt(beta_t * -dt) * z,
-        ("predictor", "reverse_diffusion"):
-            (2 - math.sqrt(1 - beta_k)) * x + beta_k * s + math.sqrt(beta_k) * z,
-        ("predictor", "ancestral_sampling"):
-            (x + beta_k * s) / math.sqrt(1 - beta_k) + math.sqrt(beta_k) * z,
+        ("predictor", "euler_maruyama"): x
+        + (-0.5 * beta_t * x - beta_t * s) * dt
+        + math.sqrt(beta_t * -dt) * z,
+        ("predictor", "reverse_diffusion"): (2 - math.sqrt(1 - beta_k)) * x
+        + beta_k * s
+        + math.sqrt(beta_k) * z,
+        ("predictor", "ancestral_sampling"): (x + beta_k * s) / math.sqrt(1 - beta_k)
+        + math.sqrt(beta_k) * z,
         ("corrector", "langevin"): None,  # below: its step depends on the norms
-        ("corrector", "ald"):
-            x + 2 * (1 - beta_k) * (0.16 * sigma) ** 2 * s
-            + math.sqrt(4 * (1 - beta_k) * (0.16 * sigma) ** 2) * z,
+        ("corrector", "ald"): x
+        + 2 * (1 - beta_k) * (0.16 * sigma) ** 2 * s
+        + math.sqrt(4 * (1 - beta_k) * (0.16 * sigma) ** 2) * z,
     }
     e = 2 * (1 - beta_k) * (0.16 * norm(z) / norm(s)) ** 2
     expected["corrector", "langevin"] = x + e * s + (2 * e).sqrt() * z
@@ -287,8 +302,9 @@ def test_each_step_is_its_formula():
     e = 2 * (0.16 * norm(z) / norm(s)) ** 2  # a = 1: SMLD does not scale the data
     expected = {
         ("predictor", "reverse_diffusion"): x + var_step * s + math.sqrt(var_step) * z,
-        ("predictor", "ancestral_sampling"):
-            x + var_step * s + math.sqrt(sigma_prev**2 * var_step / sigma_k**2) * z,
+        ("predictor", "ancestral_sampling"): x
+        + var_step * s
+        + math.sqrt(sigma_prev**2 * var_step / sigma_k**2) * z,
         ("corrector", "langevin"): x + e * s + (2 * e).sqrt() * z,
         ("corrector", "ald"): x + 2 * (0.16 * sigma_t) ** 2 * s + 2 * 0.16 * sigma_t * z,
     }
@@ -306,8 +322,15 @@ def test_langevin_with_a_zero_score_does_not_move():
     zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
     assert torch.equal(one_step("corrector", "langevin", sde, x, 3, grid, zero), x)
     for predictor in ("none", "reverse_diffusion"):
-        out = sample(sde, zero, (16, 2), predictor=predictor, corrector="langevin", denoise=False,
-                     generator=torch.Generator().manual_seed(0))
+        out = sample(
+            sde,
+            zero,
+            (16, 2),
+            predictor=predictor,
+            corrector="langevin",
+            denoise=False,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert torch.isfinite(out).all()
 
 
@@ -330,9 +353,18 @@ def test_custom_predictor_and_corrector_by_name():
     try:
         sde = VPSDE(N=30)
         prior = sde.prior_sampling((8, 2), torch.Generator().manual_seed(0))
-        out = sample(sde, RING.score_fn(sde), (8, 2), predictor="test-rescale",
-                     corrector="test-halve", n_steps=2, num_steps=4, eps=0.2, denoise=False,
-                     generator=torch.Generator().manual_seed(0))
+        out = sample(
+            sde,
+            RING.score_fn(sde),
+            (8, 2),
+            predictor="test-rescale",
+            corrector="test-halve",
+            n_steps=2,
+            num_steps=4,
+            eps=0.2,
+            denoise=False,
+            generator=torch.Generator().manual_seed(0),
+        )
         # The grid ratios multiply to eps / T; 5 times x 2 halvings.
         torch.testing.assert_close(out, prior * 0.2 * 0.5**10)
     finally:
@@ -347,21 +379,35 @@ def test_chain_predictors_refuse_a_grid_finer_than_the_chain(sde, predictor):
     # 199) repeats): that step would not move. It is refused before any score evaluation.
     calls = []
     with pytest.raises(ValueError, match=f"predictor='{predictor}' steps along the discrete chain"):
-        sample(sde, lambda x, t: calls.append(t) or -x, (4, 2), predictor=predictor, eps=0.3,
-               generator=torch.Generator().manual_seed(0))
+        sample(
+            sde,
+            lambda x, t: calls.append(t) or -x,
+            (4, 2),
+            predictor=predictor,
+            eps=0.3,
+            generator=torch.Generator().manual_seed(0),
+        )
     assert calls == []
 
 
 @pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral_sampling"])
-@pytest.mark.parametrize("sde", [VPSDE(N=1000), VESDE(N=1000), SubVPSDE()],
-                         ids=["vp", "ve", "subvp"])
+@pytest.mark.parametrize(
+    "sde", [VPSDE(N=1000), VESDE(N=1000), SubVPSDE()], ids=["vp", "ve", "subvp"]
+)
 def test_chain_predictors_run_on_any_grid(sde, predictor, ring_entropy):
     # 200 uniform steps of a 1000-step chain (the respaced chain for VP and VE; the kernel's
     # transition for sub-VP), corrector 'none'. Measured first-order bias (seed 4): VP +0.044
     # (reverse diffusion) / +0.038 (ancestral), VE +0.088 / +0.009, sub-VP +0.066 / -0.021; 3000
     # samples have a standard error of 0.02, so |gap| < 0.15 holds with 3 standard errors to spare.
-    x = sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), predictor=predictor, corrector="none",
-               num_steps=200, generator=torch.Generator().manual_seed(4))
+    x = sample(
+        sde,
+        RING.score_fn(sde),
+        (N_SAMPLES, 2),
+        predictor=predictor,
+        corrector="none",
+        num_steps=200,
+        generator=torch.Generator().manual_seed(4),
+    )
     gap = float(-RING.log_prob(x).mean()) - ring_entropy
     assert abs(gap) < 0.15
 
@@ -405,17 +451,27 @@ def reference_pc(sde, score_fn, shape, g, predictor, corrector, snr=0.16):
     return x
 
 
-@pytest.mark.parametrize("predictor,corrector",
-                         [("reverse_diffusion", "langevin"), ("ancestral_sampling", "ald")])
+@pytest.mark.parametrize(
+    "predictor,corrector", [("reverse_diffusion", "langevin"), ("ancestral_sampling", "ald")]
+)
 @pytest.mark.parametrize("sde", [VPSDE(N=100), VESDE(N=100)], ids=["vp", "ve"])
 def test_chain_predictors_reproduce_the_reference_chain(sde, predictor, corrector):
     # Same generator, same draws in the same order: the samples agree to float64 round-off
     # (the chain's transition is computed as ratios of its kernel, the reference reads beta_k).
     score_fn = RING.score_fn(sde)
-    ours = sample(sde, score_fn, (256, 2), predictor=predictor, corrector=corrector,
-                  dtype=F64, denoise=False, generator=torch.Generator().manual_seed(7))
-    theirs = reference_pc(sde, score_fn, (256, 2), torch.Generator().manual_seed(7), predictor,
-                          corrector)
+    ours = sample(
+        sde,
+        score_fn,
+        (256, 2),
+        predictor=predictor,
+        corrector=corrector,
+        dtype=F64,
+        denoise=False,
+        generator=torch.Generator().manual_seed(7),
+    )
+    theirs = reference_pc(
+        sde, score_fn, (256, 2), torch.Generator().manual_seed(7), predictor, corrector
+    )
     torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
 
 
@@ -423,16 +479,36 @@ def test_user_sde_with_the_issue_prior_signature():
     # TimeVaryingOU.prior_sampling(shape, generator=None) has no dtype or device: the sampler
     # draws with that signature and casts, for every sampler.
     sde = TimeVaryingOU(N=20)
-    for kwargs in ({"sampler": "em"}, {"sampler": "pc"}, {"sampler": "ode", "method": "rk4"},
-                   {"sampler": "ddim"}):
-        result = sample(sde, RING.score_fn(sde), (8, 2), dtype=F64, device="cpu",
-                        trajectory_times=[1.0], return_info=True,
-                        generator=torch.Generator().manual_seed(0), **kwargs)
+    for kwargs in (
+        {"sampler": "em"},
+        {"sampler": "pc"},
+        {"sampler": "ode", "method": "rk4"},
+        {"sampler": "ddim"},
+    ):
+        result = sample(
+            sde,
+            RING.score_fn(sde),
+            (8, 2),
+            dtype=F64,
+            device="cpu",
+            trajectory_times=[1.0],
+            return_info=True,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
         assert result.samples.dtype == F64 and torch.isfinite(result.samples).all()
     # The kept state at T (em: no corrector) is the SDE's own draw, cast.
     prior = sde.prior_sampling((8, 2), torch.Generator().manual_seed(0))
-    em = sample(sde, RING.score_fn(sde), (8, 2), sampler="em", dtype=F64, trajectory_times=[1.0],
-                return_info=True, generator=torch.Generator().manual_seed(0))
+    em = sample(
+        sde,
+        RING.score_fn(sde),
+        (8, 2),
+        sampler="em",
+        dtype=F64,
+        trajectory_times=[1.0],
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(em.trajectory[0], prior.to(F64))
 
 
@@ -459,8 +535,10 @@ STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
     [
         ({"sampler": "em"}, lambda n: n),
         ({"predictor": "reverse_diffusion", "corrector": "langevin"}, lambda n: n + (n + 1)),
-        ({"predictor": "ancestral_sampling", "corrector": "ald", "n_steps": 3},
-         lambda n: n + 3 * (n + 1)),
+        (
+            {"predictor": "ancestral_sampling", "corrector": "ald", "n_steps": 3},
+            lambda n: n + 3 * (n + 1),
+        ),
         ({"predictor": "euler_maruyama", "corrector": "none"}, lambda n: n),
         ({"predictor": "none", "corrector": "langevin", "n_steps": 2}, lambda n: 2 * (n + 1)),
         ({"predictor": "reverse_diffusion", "corrector": "langevin", "n_steps": 0}, lambda n: n),
@@ -473,30 +551,55 @@ def test_nfe_is_exact(kwargs, expected, denoise):
     n = 29  # steps: the 30 times of the 30-step chain's own grid
     sde = VPSDE(N=30)
     score = CountingScore(sde)
-    result = sample(sde, score, (50, 2), num_steps=n, denoise=denoise, return_info=True,
-                    generator=torch.Generator().manual_seed(0), **kwargs)
+    result = sample(
+        sde,
+        score,
+        (50, 2),
+        num_steps=n,
+        denoise=denoise,
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
     assert result.nfe == len(score.times) == expected(n) + denoise
 
 
 def test_numpy_integers_are_counts():
     sde = VPSDE(N=np.int64(30))
-    result = sample(sde, RING.score_fn(sde), (np.int64(8), 2), num_steps=np.int64(29),
-                    n_steps=np.int64(2), return_info=True)
+    result = sample(
+        sde,
+        RING.score_fn(sde),
+        (np.int64(8), 2),
+        num_steps=np.int64(29),
+        n_steps=np.int64(2),
+        return_info=True,
+    )
     assert result.samples.shape == (8, 2) and result.nfe == 29 + 2 * 30 + 1
 
 
 def test_nfe_of_adaptive_ode_counts_every_call():
     sde = VPSDE()
     score = CountingScore(sde)
-    result = sample(sde, score, (50, 2), sampler="ode", return_info=True,
-                    generator=torch.Generator().manual_seed(0))
+    result = sample(
+        sde,
+        score,
+        (50, 2),
+        sampler="ode",
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert result.nfe == len(score.times) > 20
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"sampler": "em"}, {"sampler": "pc"}, {"predictor": "ancestral_sampling", "corrector": "ald"},
-     {"sampler": "ode"}, {"sampler": "ddim", "eta": 0.5}],
+    [
+        {"sampler": "em"},
+        {"sampler": "pc"},
+        {"predictor": "ancestral_sampling", "corrector": "ald"},
+        {"sampler": "ode"},
+        {"sampler": "ddim", "eta": 0.5},
+    ],
     ids=["em", "pc", "ancestral-ald", "ode", "ddim"],
 )
 def test_same_generator_state_gives_same_samples(kwargs):
@@ -548,9 +651,12 @@ class RecordingSDE(SDE):
 @pytest.mark.parametrize("inner", [VPSDE(N=50), VESDE(N=50)], ids=["vp", "ve"])
 @pytest.mark.parametrize(
     "kwargs",
-    [{"sampler": "em"}, {"predictor": "reverse_diffusion", "corrector": "langevin"},
-     {"predictor": "ancestral_sampling", "corrector": "ald"},
-     {"predictor": "euler_maruyama", "corrector": "none"}]
+    [
+        {"sampler": "em"},
+        {"predictor": "reverse_diffusion", "corrector": "langevin"},
+        {"predictor": "ancestral_sampling", "corrector": "ald"},
+        {"predictor": "euler_maruyama", "corrector": "none"},
+    ]
     + [{"sampler": "ode", "method": m} for m in ("dopri5", "bosh3", "adaptive_heun", "rk4")]
     + [{"sampler": "ddim", "eta": 1.0}],
     ids=lambda kw: "-".join(str(v) for v in kw.values()),
@@ -560,8 +666,14 @@ def test_no_time_outside_eps_T(inner, kwargs):
     # choosing their first step; a VP std at t < 0 is NaN. Nothing outside [eps, T] may leak.
     sde = RecordingSDE(inner)
     score = CountingScore(inner)
-    x = sample(sde, score, (200, 2), generator=torch.Generator().manual_seed(0),
-               trajectory_times=[0.5], **kwargs)
+    x = sample(
+        sde,
+        score,
+        (200, 2),
+        generator=torch.Generator().manual_seed(0),
+        trajectory_times=[0.5],
+        **kwargs,
+    )
     assert torch.isfinite(x).all()
     for t in score.times + sde.times:  # eps and T as the dtype of each time holds them
         eps = torch.tensor(sde.sampling_eps, dtype=F64).to(t.dtype)
@@ -604,9 +716,17 @@ def test_denoising_is_the_posterior_mean(sde, eps):
     m = torch.tensor([1.0, -2.0], dtype=torch.float64)
     v = torch.tensor([0.3, 0.7], dtype=torch.float64)
     gauss = GaussianMixture([1.0], m[None], v[None])
-    result = sample(sde, gauss.score_fn(sde), (100, 2), sampler="em", eps=eps, dtype=torch.float64,
-                    trajectory_times=[eps or sde.sampling_eps], return_info=True,
-                    generator=torch.Generator().manual_seed(0))
+    result = sample(
+        sde,
+        gauss.score_fn(sde),
+        (100, 2),
+        sampler="em",
+        eps=eps,
+        dtype=torch.float64,
+        trajectory_times=[eps or sde.sampling_eps],
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     (x_t,) = result.trajectory
     t = torch.full((1,), result.times[0].item(), dtype=torch.float64)
     alpha, sigma = sde.marginal_prob(torch.ones(1, 1, dtype=torch.float64), t)
@@ -619,10 +739,17 @@ def test_pc_trajectory_at_nearest_grid_times():
     g = torch.Generator().manual_seed(0)
     prior = sde.prior_sampling((64, 2), torch.Generator().manual_seed(0))
     kwargs = dict(sampler="em", generator=g, return_info=True)
-    result = sample(sde, RING.score_fn(sde), (64, 2), trajectory_times=[0.5, 1.0, 0.001, 0.502],
-                    **kwargs)
-    noisy = sample(sde, RING.score_fn(sde), (64, 2), sampler="em", denoise=False,
-                   generator=torch.Generator().manual_seed(0))
+    result = sample(
+        sde, RING.score_fn(sde), (64, 2), trajectory_times=[0.5, 1.0, 0.001, 0.502], **kwargs
+    )
+    noisy = sample(
+        sde,
+        RING.score_fn(sde),
+        (64, 2),
+        sampler="em",
+        denoise=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     # 0.5 and 0.502 both snap to grid time 0.5005; kept once, in sampling order.
     expected = torch.tensor([1.0, 1 - 50 * 0.00999, 0.001], dtype=F64)
     torch.testing.assert_close(result.times, expected)
@@ -637,30 +764,45 @@ def test_ode_trajectory_carries_the_marginals():
     # p_t's entropy (estimated from 20k exact samples alpha x0 + sigma z) within Monte Carlo error
     # (3000 samples, std(log p_t) < 1.3: standard error 0.025) and dopri5's tolerance.
     sde = VPSDE()
-    result = sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), sampler="ode", return_info=True,
-                    trajectory_times=torch.tensor([0.2, 0.5]),
-                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = sample(
+        sde,
+        RING.score_fn(sde),
+        (N_SAMPLES, 2),
+        sampler="ode",
+        return_info=True,
+        trajectory_times=torch.tensor([0.2, 0.5]),
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(result.times, torch.tensor([0.5, 0.2], dtype=torch.float64))
     g = torch.Generator().manual_seed(1)
     for t, x_t in zip(result.times.tolist(), result.trajectory, strict=True):
         alpha, sigma = (c.item() for c in sde.marginal_prob(torch.ones(1, 1), torch.tensor([t])))
-        exact = alpha * RING.sample(20_000, g) + sigma * torch.randn(20_000, 2, generator=g,
-                                                                     dtype=torch.float64)
+        exact = alpha * RING.sample(20_000, g) + sigma * torch.randn(
+            20_000, 2, generator=g, dtype=torch.float64
+        )
         entropy = float(-RING.log_prob(exact, t, sde).mean())
         assert abs(float(-RING.log_prob(x_t, t, sde).mean()) - entropy) < 0.1
 
 
 # -- shapes, dtypes, autograd ---------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [{"sampler": "pc"}, {"sampler": "ode", "method": "rk4"}],
-                         ids=["pc", "ode"])
+@pytest.mark.parametrize(
+    "kwargs", [{"sampler": "pc"}, {"sampler": "ode", "method": "rk4"}], ids=["pc", "ode"]
+)
 def test_image_shaped_data_follow_the_same_path(kwargs):
     # The same generator draws the same numbers for (B, 1, 4, 4) as for (B, 16), and every
     # operation acts per sample, so the two runs agree to rounding.
     sde = VPSDE(N=30)
     mixture = GaussianMixture.ring(8, dim=16)
     flat, image = (
-        sample(sde, mixture.score_fn(sde), shape, dtype=torch.float64,
-               generator=torch.Generator().manual_seed(0), **kwargs)
+        sample(
+            sde,
+            mixture.score_fn(sde),
+            shape,
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
         for shape in ((32, 16), (32, 1, 4, 4))
     )
     assert image.shape == (32, 1, 4, 4)
@@ -670,8 +812,13 @@ def test_image_shaped_data_follow_the_same_path(kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dtype_is_kept_and_results_are_plain_tensors(dtype, ring_entropy):
     sde = VPSDE(N=100)
-    x = sample(sde, RING.score_fn(sde), (N_SAMPLES, 2), dtype=dtype,
-               generator=torch.Generator().manual_seed(5))
+    x = sample(
+        sde,
+        RING.score_fn(sde),
+        (N_SAMPLES, 2),
+        dtype=dtype,
+        generator=torch.Generator().manual_seed(5),
+    )
     assert x.dtype == dtype and not x.is_inference()
     x.requires_grad_()  # usable with autograd (inference tensors are not)
     check_mixture(x.detach(), ring_entropy, GAP_BIAS["reverse_diffusion+langevin"][0])
@@ -767,8 +914,11 @@ def test_bad_arguments_raise(kwargs, match):
 @pytest.mark.parametrize("sampler", ["em", "pc", "ode", "ddim"])
 def test_score_of_the_wrong_shape_raises(sampler):
     sde = VPSDE(N=30)
-    with pytest.raises(ValueError, match=r"score_fn must return a tensor of the input's shape "
-                                         r"\(4, 2\); got \(4, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"score_fn must return a tensor of the input's shape "
+        r"\(4, 2\); got \(4, 1\)",
+    ):
         sample(sde, lambda x, t: -x[:, :1], (4, 2), sampler=sampler)
 
 
@@ -798,17 +948,35 @@ def test_registering_a_name_twice_is_refused():
 
 
 # -- per-sample generators ------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [{"sampler": "em"}, {"sampler": "ddim", "eta": 1.0},
-                                    {"predictor": "ancestral_sampling", "corrector": "ald"}],
-                         ids=["em", "ddim", "ancestral-ald"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sampler": "em"},
+        {"sampler": "ddim", "eta": 1.0},
+        {"predictor": "ancestral_sampling", "corrector": "ald"},
+    ],
+    ids=["em", "ddim", "ancestral-ald"],
+)
 def test_per_sample_generators_make_a_sample_independent_of_its_batch(kwargs):
     # Sample i, drawn with generator seed i, is bitwise the same alone and in a batch of 64 (the
     # oracle's score acts per sample with the same operations at every batch size).
     sde = VPSDE(N=30)
     seeds = list(range(64))
-    batch = sample(sde, RING.score_fn(sde), (64, 2), dtype=F64,
-                   generator=[torch.Generator().manual_seed(s) for s in seeds], **kwargs)
+    batch = sample(
+        sde,
+        RING.score_fn(sde),
+        (64, 2),
+        dtype=F64,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        **kwargs,
+    )
     for i in (0, 17, 63):
-        alone = sample(sde, RING.score_fn(sde), (1, 2), dtype=F64,
-                       generator=[torch.Generator().manual_seed(seeds[i])], **kwargs)
+        alone = sample(
+            sde,
+            RING.score_fn(sde),
+            (1, 2),
+            dtype=F64,
+            generator=[torch.Generator().manual_seed(seeds[i])],
+            **kwargs,
+        )
         assert torch.equal(alone[0], batch[i])
