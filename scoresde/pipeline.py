@@ -620,8 +620,7 @@ def train(
     finite = parts.dataset.size is not None
     test = parts.dataset.split("test", None if finite else c.batch_size, parts.generator("eval"))
     held_out = (LabelledBatch(test.x, test.y) if labels else test.x).to(parts.device)
-    last = None if workdir is None else latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    start = 0 if last is None else step_of(last)
+    start = _resume_step(workdir)
 
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
@@ -640,12 +639,24 @@ def train(
         progress=progress,
         **train_settings(parts.config),
     )
+    return _trained(result, evals=result.evals)
+
+
+def _resume_step(workdir: str | os.PathLike[str] | None) -> int:
+    """The step of ``workdir``'s newest checkpoint (0 without one): where a resumed run's batch
+    stream continues."""
+    last = None if workdir is None else latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    return 0 if last is None else step_of(last)
+
+
+def _trained(result: training.TrainResult, **extra: Any) -> Trained:
+    """The networks and losses of ``result``, with its ``metrics.json`` section."""
     tail = result.losses[-min(len(result.losses), 500) :]
     section = {
         "steps": result.step,
         "steps_this_run": result.steps_run,
         "final_loss_mean_last_500": float(np.mean(tail)),
-        "evals": result.evals,
+        **extra,
         "wall_time_s": result.wall_time,
     }
     return Trained(result.model, result.ema_model, result.losses, section)
@@ -673,21 +684,16 @@ def train_classifier(
     result = training.train(
         parts.classifier,
         classifier_loss_fn(parts.sde, eps=c.training.eps),
-        parts.dataset.batches(c.training.batch_size, labels=True, shard=_shard(parts)),
+        parts.dataset.batches(
+            c.training.batch_size, labels=True, start=_resume_step(workdir), shard=_shard(parts)
+        ),
         seed=parts.seed,
         workdir=workdir,
         config=classifier_fields(c),
         progress=progress,
         **{**train_settings(c), "n_iters": c.classifier.n_iters, "lr": c.classifier.lr},
     )
-    tail = result.losses[-min(len(result.losses), 500) :]
-    section = {
-        "steps": result.step,
-        "steps_this_run": result.steps_run,
-        "final_loss_mean_last_500": float(np.mean(tail)),
-        "wall_time_s": result.wall_time,
-    }
-    return Trained(result.model, result.ema_model, result.losses, section)
+    return _trained(result)
 
 
 def load_trained(parts: Parts, checkpoint: Checkpoint, network: nn.Module | None = None) -> Trained:
