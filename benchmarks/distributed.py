@@ -13,12 +13,13 @@ many samples. From each job's ``metrics.json``:
   held-out likelihood (``eval.n_eval`` points over its wall time);
 * quality: held-out NLL - entropy (nats) and the samples' energy distance to fresh data.
 
-Then, in this process, fp32 and bf16 updates of the default network are timed interleaved (5
-rounds of 100 updates each, the best round of each), which is fairer than separate jobs on a busy
-machine.
+Then, in this process, fp32 and bf16 updates of the default networks are timed interleaved (the
+toy MLP: 5 rounds of 100 updates; the digits U-Net at its batch of 128: 3 rounds of 10; the best
+round of each), which is fairer than separate jobs on a busy machine.
 
     python benchmarks/distributed.py                     # 8gaussians, 2000 updates, ~4 minutes
     python benchmarks/distributed.py --n-iters 500 --processes 1 2 --precisions fp32
+    python benchmarks/distributed.py --only-update-times   # fp32 against bf16 per update
 
 On a machine with few cores the processes share them: with 2 cores and 2 ranks each rank has
 one, and nothing else may run. What such a machine can show is that the run is correct and what
@@ -62,11 +63,12 @@ def run_job(processes: int, precision: str, n_iters: int, dataset: str, workdir:
     return metrics
 
 
-def update_times(rounds: int = 5, updates: int = 100) -> dict[str, float]:
-    """Seconds per update of the default toy network in each precision, best of ``rounds``."""
+def update_times(family: str, rounds: int = 5, updates: int = 100) -> dict[str, float]:
+    """Seconds per update of the default network of ``configs/<family>/vp.py`` (its own batch
+    size) in each precision, best of ``rounds``."""
     torch.set_num_threads(1)
-    parts = pipeline.build(load_config_file(REPOSITORY_CONFIGS / "toy" / "vp.py"))
-    batches = parts.dataset.batches(BATCH)
+    parts = pipeline.build(load_config_file(REPOSITORY_CONFIGS / family / "vp.py"))
+    batches = parts.dataset.batches(parts.config.training.batch_size)
     state = training.TrainState.fresh(parts.model, lr=1e-3, seed=0)
     best = dict.fromkeys(training.PRECISIONS, float("inf"))
     for _ in range(rounds):
@@ -87,8 +89,21 @@ def main() -> None:
     p.add_argument("--dataset", default="8gaussians")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--only-update-times", action="store_true", help="skip the jobs")
     args = p.parse_args()
+    if not args.only_update_times:
+        jobs(args)
+    for family, rounds, updates in (("toy", 5, 100), ("digits", 3, 10)):
+        times = update_times(family, rounds, updates)
+        print(
+            f"\nOne update of the default {family} network, interleaved, best of {rounds} x "
+            f"{updates}: fp32 {times['fp32'] * 1e3:.1f} ms, bf16 {times['bf16'] * 1e3:.1f} ms "
+            f"(bf16 / fp32 = {times['bf16'] / times['fp32']:.2f})."
+        )
 
+
+def jobs(args: argparse.Namespace) -> None:
+    """The jobs' table."""
     bare = [bare_loop(threads=1)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,12 +138,6 @@ def main() -> None:
             f"| {m['job_wall_s']:.1f} | {gap} | {m['samples']['energy_distance']:.4f} |"
         )
     print("\n(training in bare loops: the loop's time per 2000 updates over the bare loop's.)")
-    times = update_times()
-    print(
-        f"\nOne update of the default network, interleaved, best of 5 x 100: fp32 "
-        f"{times['fp32'] * 1e3:.1f} ms, bf16 {times['bf16'] * 1e3:.1f} ms "
-        f"(bf16 / fp32 = {times['bf16'] / times['fp32']:.2f})."
-    )
 
 
 if __name__ == "__main__":
