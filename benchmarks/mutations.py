@@ -345,6 +345,20 @@ MUTATIONS = [
         "return torch.cat([p[:s] for p, s in zip(parts[::-1], sizes[::-1], strict=True)])",
         ("tests/test_distributed.py",),
     ),
+    Mutation(
+        "image levels scaled by L instead of L - 1",
+        "scoresde/datasets/images.py",
+        "return lo + (hi - lo) * levels.to(torch.float32) / (self.num_levels - 1)",
+        "return lo + (hi - lo) * levels.to(torch.float32) / self.num_levels",
+        ("tests/test_image_data.py", "tests/test_images_run.py"),
+    ),
+    Mutation(
+        "image samples back to levels without the range stretch",
+        "scoresde/datasets/images.py",
+        "return (x - lo) * ((self.num_levels - 1) / (hi - lo))",
+        "return (x - lo) * (self.num_levels - 1)",
+        ("tests/test_image_data.py", "tests/test_images_run.py"),
+    ),
     # -- training ---------------------------------------------------------------------------------
     Mutation(
         "EMA folds in with weight d instead of 1 - d",
