@@ -18,7 +18,10 @@ What :func:`scoresde.pipeline.evaluate` measures for a dataset with grey levels 
   training and test splits, in the features of the dataset's evaluation classifier
   (:data:`EVAL_CLASSIFIERS`: digits ships one), and ``max_class_error``, the largest
   ``|share - 1 / C|`` of a predicted class. Without a classifier only the pixel-space measures
-  (precision/recall, near-copies, nearest-neighbour distances) are given.
+  (precision/recall, near-copies, nearest-neighbour distances) are given. A run with a label is
+  measured against that class's images, and ``label_accuracy`` is the fraction of samples the
+  classifier assigns to the label; :func:`label_accuracy` measures inpainted test images against
+  their true classes.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "likelihood_section",
     "baselines_section",
     "sample_quality_section",
+    "label_accuracy",
 ]
 
 EVAL_CLASSIFIERS: Registry[Any] = Registry(
@@ -131,16 +135,28 @@ def baselines_section(dataset: Dataset, test_levels: Tensor) -> dict[str, Any]:
 
 
 def sample_quality_section(
-    dataset: Dataset, samples: Tensor, generator: torch.Generator
+    dataset: Dataset,
+    samples: Tensor,
+    generator: torch.Generator,
+    *,
+    target: Dataset | None = None,
+    label: int | None = None,
 ) -> dict[str, Any]:
-    """Sample quality of ``samples`` (model units) against the dataset's splits (module doc)."""
+    """Sample quality of ``samples`` (model units) against the splits of ``target`` (default: the
+    whole ``dataset``; a class of it for a labelled run), in the features of ``dataset``'s
+    evaluation classifier (module doc); with ``label``, also ``label_accuracy``, the fraction
+    of samples the classifier assigns to it."""
     began = time.perf_counter()
-    train, test = dataset.split("train").x, dataset.split("test").x
+    target = dataset if target is None else target
+    train, test = target.split("train").x, target.split("test").x
     out: dict[str, Any] = {"n": len(samples)}
     if dataset.name in EVAL_CLASSIFIERS:
         classifier = EVAL_CLASSIFIERS.lookup(dataset.name)()
+        labels = None if label is None else torch.full((len(samples),), label)
         out.update(
-            image_metrics.sample_quality(classifier, samples, train, test, generator=generator)
+            image_metrics.sample_quality(
+                classifier, samples, train, test, labels=labels, generator=generator
+            )
         )
         shares = torch.tensor(out["class_fractions"])
         out["max_class_error"] = float((shares - 1 / len(shares)).abs().max())
@@ -153,3 +169,15 @@ def sample_quality_section(
         out["nn_distance_median_test"] = float(nearest_test[:, 0].median())
     out["wall_time_s"] = time.perf_counter() - began
     return out
+
+
+@torch.no_grad()
+def label_accuracy(dataset: Dataset, images: Tensor, labels: Tensor) -> float | None:
+    """The fraction of ``images`` (model units) that ``dataset``'s evaluation classifier assigns
+    to their ``labels`` (e.g. inpainted test images and their true classes); ``None`` where the
+    dataset has no evaluation classifier."""
+    if dataset.name not in EVAL_CLASSIFIERS:
+        return None
+    classifier = EVAL_CLASSIFIERS.lookup(dataset.name)().eval()
+    predicted = torch.cat([classifier(chunk).argmax(1) for chunk in images.split(1024)])
+    return float((predicted == labels).double().mean())

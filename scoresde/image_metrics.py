@@ -182,6 +182,7 @@ def sample_quality(
     train: Tensor,
     test: Tensor,
     *,
+    labels: Tensor | None = None,
     k: int = 3,
     batch_size: int = 1024,
     generator: torch.Generator | None = None,
@@ -192,6 +193,8 @@ def sample_quality(
         classifier: a module with ``features(x) -> (B, F)`` and ``forward(x) -> (B, C)`` logits
             (:class:`~scoresde.nets.classifier.ImageClassifier`), on model-unit images.
         samples, train, test: images ``(n, C, H, W)`` in model units (as the model sees them).
+        labels: ``None``, or the ``(n,)`` class each sample should show (a requested label, the
+            true class of an inpainted image).
         k: the neighbour of :func:`precision_recall`.
         batch_size: images per classifier call.
         generator: draws the training images of the floor.
@@ -207,6 +210,8 @@ def sample_quality(
         ``near_copy_fraction``: :func:`near_copy_fraction` of the samples.
         ``nn_distance_median``: the median distance from a sample to its nearest training image
         (model units), beside ``nn_distance_median_test``, the same for the test images.
+        ``label_accuracy`` (with ``labels``): the fraction of samples the classifier assigns to
+        their label.
     """
     was_training = classifier.training
     classifier.eval()
@@ -220,6 +225,10 @@ def sample_quality(
             preds.append(classifier.head(f).argmax(dim=1).cpu())
         return torch.cat(feats), torch.cat(preds)
 
+    if labels is not None and tuple(labels.shape) != (len(samples),):
+        raise ValueError(
+            f"labels' shape must be ({len(samples)},), one per sample; got {tuple(labels.shape)}"
+        )
     f_samples, predicted = run(samples)
     f_train, _ = run(train)
     f_test, _ = run(test)
@@ -228,7 +237,7 @@ def sample_quality(
     precision, recall = precision_recall(train, samples, k)
     nn_samples, _ = nearest_neighbours(samples, train, k=2)
     nn_test, _ = nearest_neighbours(test, train, k=1)
-    return {
+    out = {
         "fd": frechet_distance(f_samples, f_test),
         "fd_floor": frechet_distance(f_train[floor_rows], f_test),
         "precision": precision,
@@ -240,3 +249,6 @@ def sample_quality(
         "nn_distance_median": float(nn_samples[:, 0].median()),
         "nn_distance_median_test": float(nn_test[:, 0].median()),
     }
+    if labels is not None:
+        out["label_accuracy"] = float((predicted == labels.cpu()).double().mean())
+    return out

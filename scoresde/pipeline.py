@@ -50,6 +50,7 @@ from scoresde.conditioning import (
 from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
 from scoresde.datasets import DATASETS, Dataset, ToyDensity, load_dataset
 from scoresde.datasets.protocol import LabelledBatch, Shard
+from scoresde.guidance import CondScoreFn
 from scoresde.inpainting import inpaint
 from scoresde.likelihood import log_likelihood
 from scoresde.losses import classifier_loss_fn, conditional_loss_fn, get_loss_fn
@@ -58,6 +59,7 @@ from scoresde.sampling import SAMPLERS
 from scoresde.sampling import sample as sample_sde
 from scoresde.sampling.grids import grid_end
 from scoresde.score import get_cond_score_fn, get_score_fn
+from scoresde.score_calls import CountedScore
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 
 if TYPE_CHECKING:
@@ -155,15 +157,20 @@ class Parts:
         guidance)."""
         if not self.conditioning.conditional_model and self.conditioning.label is None:
             return _score_fn(self.config, self.sde, model, self.data_std)
+        return self.conditioning.score_fn(self.cond_score_fn(model), classifier)
+
+    def cond_score_fn(self, model: Callable[..., Tensor]) -> CondScoreFn:
+        """The conditional score ``s(x, t, y)`` of ``model`` (``y = None``: the unconditional
+        score; a network trained without labels ignores ``y``), to compose with
+        :mod:`scoresde.guidance` for labels of one's own (e.g. one per sample)."""
         c = self.config.model
-        cond_score_fn = get_cond_score_fn(
+        return get_cond_score_fn(
             self.sde,
             model if self.conditioning.conditional_model else lambda x, t, y: model(x, t),
             c.parameterization,
             input_scaling=c.input_scaling,
             data_std=self.data_std,
         )
-        return self.conditioning.score_fn(cond_score_fn, classifier)
 
 
 def sampler_options(config: ConfigDict) -> dict[str, Any]:
@@ -795,19 +802,25 @@ def _inpainted(
 ) -> Drawn:
     """:func:`sample` for inpainting: ``n_samples`` test points of the target (drawn with
     ``host``) completed where the mask hides them (:func:`scoresde.conditioning.inpaint_split`,
-    on ``generator``'s device); no process figure."""
+    on ``generator``'s device); no process figure. For labelled images the inpainting section
+    also holds ``fraction_true_class``, the share of completed test images the dataset's
+    evaluation classifier assigns to their true class (``None`` without one)."""
     c = parts.config.sampling
-    truth = parts.conditioning.target.split("test", c.n_samples, host).x
+    split = parts.conditioning.target.split("test", c.n_samples, host)
+    truth = split.x
+    counted = CountedScore(score_fn)
     began = time.perf_counter()
     samples, measures = inpaint_split(
-        parts.conditioning, parts.sde, score_fn, truth, generator, parts.sampling
+        parts.conditioning, parts.sde, counted, truth, generator, parts.sampling
     )
+    if split.y is not None and parts.dataset.num_levels is not None:
+        measures["fraction_true_class"] = image_eval.label_accuracy(parts.dataset, samples, split.y)
     section = {
         "sampler": c.sampler if c.inpaint_method == "replacement" else "smc",
         "predictor": c.predictor if c.sampler == "pc" else None,
         "corrector": c.corrector if c.sampler == "pc" else None,
         "n_samples": c.n_samples,
-        "nfe": None,
+        "nfe": counted.calls,  # smc: each call is on all n_samples x particles at once
         "wall_time_s": time.perf_counter() - began,
         "inpainting": {"mask": c.inpaint, **measures},
     }
@@ -899,7 +912,13 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     likelihood = image_eval.likelihood_section(parts, score_fn, test, generator)
     quality = None
     if samples is not None:
-        quality = image_eval.sample_quality_section(dataset, samples, generator)
+        quality = image_eval.sample_quality_section(
+            dataset,
+            samples,
+            generator,
+            target=parts.conditioning.target,
+            label=parts.conditioning.label,
+        )
     return Measured(
         likelihood=likelihood,
         samples=quality,
@@ -1045,27 +1064,40 @@ def _draw_shown(parts: Parts, drawn: Drawn, what: str) -> dict[str, Figure]:
     """``samples.png``, ``process.png`` and (finite datasets) ``neighbours.png``, drawn by the
     dataset's ``show``: training data beside samples, the forward and reverse process of
     :data:`PROCESS` samples, and :data:`NEIGHBOURS` samples beside their nearest training samples
-    (Euclidean, model units)."""
+    (Euclidean, model units). An inpainting run's ``samples.png`` shows the test images, their
+    known entries and the completions instead, and it has no ``process.png``."""
     from scoresde import plotting
     from scoresde.image_metrics import nearest_neighbours
 
     c, show = parts.config, parts.dataset.show
     n = min(SHOWN, len(drawn.samples))
-    figures = {
-        "samples.png": plotting.shown_grid(
-            [[drawn.data[:n], drawn.samples[:n]]],
-            show,
-            col_labels=["training data", f"samples ({c.sampling.sampler})"],
-            title=f"{what}: {n} of {c.sampling.n_samples} samples",
-        ),
-        "process.png": plotting.shown_grid(
-            [[x[:PROCESS] for x in drawn.forward], [x[:PROCESS] for x in drawn.reverse]],
-            show,
-            row_labels=["forward SDE", "reverse process"],
-            col_labels=[f"t = {t:.3g}" for t in drawn.times],
-            title=f"diffusion: {what}",
-        ),
-    }
+    mask = parts.conditioning.mask
+    if mask is None:
+        figures = {
+            "samples.png": plotting.shown_grid(
+                [[drawn.data[:n], drawn.samples[:n]]],
+                show,
+                col_labels=["training data", f"samples ({c.sampling.sampler})"],
+                title=f"{what}: {n} of {c.sampling.n_samples} samples",
+            ),
+            "process.png": plotting.shown_grid(
+                [[x[:PROCESS] for x in drawn.forward], [x[:PROCESS] for x in drawn.reverse]],
+                show,
+                row_labels=["forward SDE", "reverse process"],
+                col_labels=[f"t = {t:.3g}" for t in drawn.times],
+                title=f"diffusion: {what}",
+            ),
+        }
+    else:  # the test images, what the sampler saw of them (hidden entries at 0), the completions
+        truth = drawn.data[:n]
+        figures = {
+            "samples.png": plotting.shown_grid(
+                [[truth, torch.where(mask, truth, torch.zeros(())), drawn.samples[:n]]],
+                show,
+                col_labels=["test images", "known", f"inpainted ({c.sampling.inpaint_method})"],
+                title=f"{what}: {n} of {c.sampling.n_samples} test images, {c.sampling.inpaint}",
+            )
+        }
     if parts.dataset.size is not None:
         train = parts.dataset.split("train").x
         samples = drawn.samples[:NEIGHBOURS]

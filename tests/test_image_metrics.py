@@ -193,3 +193,17 @@ def test_sample_quality_tells_copies_noise_and_data_apart(digits):
     assert max(abs(f - 0.1) for f in copies["class_fractions"]) < 0.04
     assert len(noise["class_fractions"]) == 10 and sum(noise["class_fractions"]) == pytest.approx(1)
     assert copies["nn_distance_median_test"] > 0.5  # model units: 2 / 16 per grey level
+
+
+def test_sample_quality_scores_labels_when_given(digits):
+    """``label_accuracy`` is the share of samples the classifier assigns to their own label: the
+    test images with their labels score the classifier's accuracy (299 of 300), with labels
+    shifted by one nearly nothing; a label per sample is required."""
+    classifier = load_digits_classifier()
+    train, test = digits.split("train"), digits.split("test")
+    right = sample_quality(classifier, test.x, train.x, test.x, labels=test.y)
+    wrong = sample_quality(classifier, test.x, train.x, test.x, labels=(test.y + 1) % 10)
+    assert right["label_accuracy"] == pytest.approx(299 / 300) and wrong["label_accuracy"] < 0.01
+    assert "label_accuracy" not in sample_quality(classifier, test.x, train.x, test.x)
+    with pytest.raises(ValueError, match=r"labels' shape must be \(300,\), one per sample"):
+        sample_quality(classifier, test.x, train.x, test.x, labels=test.y[:5])

@@ -16,7 +16,11 @@ import torch
 
 from scoresde import pipeline
 from scoresde import run as cli
+from scoresde.conditioning import ClassSubset
 from scoresde.config import SDES
+from scoresde.image_eval import label_accuracy
+from scoresde.image_metrics import frechet_distance
+from scoresde.nets import load_digits_classifier
 from scoresde.sampling import SAMPLERS
 
 TINY = [
@@ -210,3 +214,48 @@ def test_a_malformed_npz_is_named(tmp_path, capsys):
     status, _, err = _main(capsys, "--dataset", "npz", f"--config.data.path={path}")
     assert status == 2 and err.count("\n") == 1
     assert path in err and "not uint8 images" in err
+
+
+def test_a_labelled_digits_run_is_measured_against_its_class(tmp_path, capsys):
+    """With a label the samples are compared with that class's images (FD and its floor) and
+    ``label_accuracy`` is the share the evaluation classifier assigns to the label."""
+    workdir = tmp_path / "run"
+    status, _, err = _main(
+        capsys, "--config", "configs/digits/vp_cond.py", "--workdir", str(workdir)
+    )
+    assert status == 0, err
+    q = json.loads((workdir / "metrics.json").read_text())["samples"]
+    parts = _parts("--config", "configs/digits/vp_cond.py")
+    samples = parts.dataset.from_data(torch.from_numpy(np.load(workdir / "samples.npy")))
+    classifier = load_digits_classifier()
+    predicted = classifier(samples).argmax(1)
+    assert q["label_accuracy"] == pytest.approx(float((predicted == 3).double().mean()))
+    digit = ClassSubset(parts.dataset, 3)
+    features = classifier.features
+    expected = frechet_distance(features(samples), features(digit.split("test").x))
+    assert q["fd"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_inpainted_digits_are_classified_against_their_true_class(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    status, _, err = _main(
+        capsys,
+        "--dataset",
+        "digits",
+        "--workdir",
+        str(workdir),
+        "--config.sampling.inpaint=lower_half",
+    )
+    assert status == 0, err
+    sampling = json.loads((workdir / "metrics.json").read_text())["sampling"]
+    assert sampling["nfe"] == 4  # 3 steps and the denoising step, as without inpainting
+    section = sampling["inpainting"]
+    assert 0 <= section["fraction_true_class"] <= 1 and section["rmse_to_truth"] > 0
+    assert (workdir / "samples.png").is_file() and not (workdir / "process.png").exists()
+
+
+def test_label_accuracy_of_the_test_images_is_the_classifiers_accuracy():
+    parts = _parts("--dataset", "digits")
+    test = parts.dataset.split("test")
+    assert label_accuracy(parts.dataset, test.x, test.y) == pytest.approx(299 / 300)
+    assert label_accuracy(parts.dataset, test.x, (test.y + 1) % 10) < 0.01
