@@ -145,6 +145,7 @@ def get_default_configs() -> ConfigDict:
     config.eval = evaluation = ConfigDict()
     evaluation.n_eval = 3000
     evaluation.n_check = 0  # discrete data: test points for the exact-vs-Hutchinson check
+    evaluation.n_curve = 0  # > 0: held-out likelihood of this many points every eval_every
     evaluation.eps = 1e-5
     evaluation.method = "dopri5"
     evaluation.rtol = 1e-5

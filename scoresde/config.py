@@ -214,6 +214,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "classifier.lr": number(0, 1, low_open=True),
     "eval.n_eval": integer(2),
     "eval.n_check": integer(0),
+    "eval.n_curve": integer(0),
     "eval.eps": positive(),
     "eval.method": choice(ODE_METHODS),
     "eval.rtol": _tolerance(),

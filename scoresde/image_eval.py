@@ -51,6 +51,7 @@ __all__ = [
     "baselines_section",
     "sample_quality_section",
     "label_accuracy",
+    "curve_bpd",
 ]
 
 EVAL_CLASSIFIERS: Registry[Any] = Registry(
@@ -119,6 +120,13 @@ def likelihood_section(
             "wall_time_exact_s": exact_wall,
         }
     return section
+
+
+def curve_bpd(parts: Parts, score_fn: ScoreFn, test_levels: Tensor, seed: int) -> float:
+    """The mean bits/dim of ``test_levels`` with the run's likelihood settings, the noise from
+    ``seed``: a point of the training curve (:func:`scoresde.pipeline.train`)."""
+    bpd, _, _ = _bpd(parts, score_fn, test_levels, seed)
+    return float(bpd.mean())
 
 
 def baselines_section(dataset: Dataset, test_levels: Tensor) -> dict[str, Any]:

@@ -84,7 +84,9 @@ __all__ = [
 
 #: The random streams of a run besides training's (which :func:`scoresde.training.train` seeds with
 #: the seed itself), each an independent generator (:meth:`Parts.generator`).
-STREAMS = {"init": 1, "data_std": 2, "sample": 3, "eval": 4, "inpaint": 5, "classifier": 6}
+STREAMS = {
+    "init": 1, "data_std": 2, "sample": 3, "eval": 4, "inpaint": 5, "classifier": 6, "curve": 7,
+}  # fmt: skip
 
 
 def stream_generator(
@@ -418,6 +420,7 @@ def build(config: ConfigDict) -> Parts:
         if config.eval.n_eval > n_test:
             allowed = f"an integer in [2, {n_test}] (the test images of {dataset.name!r})"
             raise ConfigError.refusing("eval.n_eval", allowed, config.eval.n_eval)
+    _check_curve(config, dataset)
     if config.model.data_std is None:
         points = _draw(dataset, 10_000, stream_generator(config.seed, "data_std"))
         data_std = float(points.std())
@@ -459,6 +462,20 @@ def build(config: ConfigDict) -> Parts:
         ),
     )
     return parts
+
+
+def _check_curve(config: ConfigDict, dataset: Dataset) -> None:
+    """``eval.n_curve`` needs ``training.eval_every`` and at most the held-out points."""
+    n = config.eval.n_curve
+    if n and not config.training.eval_every:
+        allowed = "0 while training.eval_every = 0 (the curve is measured every eval_every updates)"
+        raise ConfigError.refusing("eval.n_curve", allowed, n)
+    held_out = config.training.batch_size if dataset.size is None else None
+    if held_out is None:
+        held_out = len(dataset.split("test").x)
+    if n > held_out:
+        allowed = f"an integer in [0, {held_out}] (the held-out points of {dataset.name!r})"
+        raise ConfigError.refusing("eval.n_curve", allowed, n)
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -629,10 +646,15 @@ def train(
     held_out = (LabelledBatch(test.x, test.y) if labels else test.x).to(parts.device)
     start = _resume_step(workdir)
 
+    curve_seed = parts.generator("curve").initial_seed()
+
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
             loss = parts.loss_fn(ema_model, held_out, parts.generator("eval", 0, parts.device))
-        return {"ema_held_out_loss": float(loss)}
+        out = {"ema_held_out_loss": float(loss)}
+        if parts.config.eval.n_curve:
+            out.update(_held_out_likelihood(parts, ema_model, test, curve_seed))
+        return out
 
     result = training.train(
         parts.model,
@@ -647,6 +669,24 @@ def train(
         **train_settings(parts.config),
     )
     return _trained(result, evals=result.evals)
+
+
+def _held_out_likelihood(parts: Parts, ema_model: nn.Module, test: Any, seed: int) -> dict:
+    """The likelihood curve's point: the EMA model's unconditional likelihood of the first
+    ``eval.n_curve`` held-out points, ``test_bpd`` (images, :func:`scoresde.bits_per_dim`) or
+    ``test_nll`` (nats), with the noise of ``seed`` at every point of the curve (paired)."""
+    n = parts.config.eval.n_curve
+    cond = parts.cond_score_fn(ema_model)
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        return cond(x, t, None)
+
+    if parts.dataset.num_levels is not None:
+        return {"test_bpd": image_eval.curve_bpd(parts, score_fn, test.levels[:n], seed)}
+    generator = torch.Generator(device=parts.device).manual_seed(seed)
+    x = test.x[:n].to(parts.device)
+    logp = log_likelihood(parts.sde, score_fn, x, generator=generator, **parts.likelihood)
+    return {"test_nll": -float(logp.mean())}
 
 
 def _resume_step(workdir: str | os.PathLike[str] | None) -> int:
@@ -1017,12 +1057,13 @@ def _sharded_likelihood(
 
 def draw(
     parts: Parts,
-    losses: list[float] | None = None,
+    trained: Trained | None = None,
     drawn: Drawn | None = None,
     measured: Measured | None = None,
 ) -> dict[str, Figure]:
-    """The figures of whatever stages ran, by file name: ``loss.png``, ``samples.png``,
-    ``process.png``, and ``density.png`` (2D points) or ``neighbours.png`` (a finite dataset)."""
+    """The figures of whatever stages ran, by file name: ``loss.png`` (the losses of ``trained``
+    with its periodic evaluations), ``samples.png``, ``process.png``, and ``density.png`` (2D
+    points) or ``neighbours.png`` (a finite dataset)."""
     from scoresde import plotting  # matplotlib only when drawing: a refused run starts faster
 
     c = parts.config
@@ -1030,9 +1071,13 @@ def draw(
         filter(None, (c.data.name, parts.conditioning.describe(), f"{c.sde.name} SDE"))
     )
     figures = {}
-    if losses:
+    if trained is not None and trained.losses:
+        losses = trained.losses
         figures["loss.png"] = plotting.plot_loss(
-            np.arange(1, len(losses) + 1), losses, title=f"training loss: {what}"
+            np.arange(1, len(losses) + 1),
+            losses,
+            evals=trained.section.get("evals", []),
+            title=f"training loss: {what}",
         )
     points = len(parts.dataset.shape) == 1
     if drawn is not None and points:

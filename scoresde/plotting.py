@@ -228,14 +228,22 @@ def plot_density(
     return fig
 
 
+#: The held-out likelihoods a training evaluation may hold, and their axis labels.
+CURVES = {"test_bpd": "held-out bits/dim", "test_nll": "held-out NLL (nats)"}
+
+
 def plot_loss(
     steps: Sequence[int] | np.ndarray,
     losses: Sequence[float] | np.ndarray,
     *,
+    evals: Sequence[dict[str, float]] = (),
     smoothing: float = 0.98,
     title: str = "training loss",
 ) -> Figure:
-    """Training loss per step (faint) and its exponential moving average.
+    """Training loss per step (faint) and its exponential moving average; with ``evals`` (the
+    periodic evaluations of :func:`scoresde.training.train`, each with its ``step``) also the EMA
+    model's held-out loss, and a second panel with the held-out likelihood where they hold one
+    (a key of :data:`CURVES`).
 
     The average is ``m_k = smoothing m_{k-1} + (1 - smoothing) loss_k``, bias-corrected by dividing
     by ``1 - smoothing^k`` as in Adam, so it starts at the first losses rather than at zero. A
@@ -253,11 +261,17 @@ def plot_loss(
     for k, value in enumerate(losses_a, start=1):
         m = smoothing * m + (1 - smoothing) * value
         avg[k - 1] = m / (1 - smoothing**k)
-    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
-    ax = fig.subplots()
+    curve = next((key for key in CURVES if evals and key in evals[0]), None)
+    fig = Figure(figsize=(5.0, 5.4 if curve else 3.4), layout="constrained")
+    axes = fig.subplots(2 if curve else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
     ax.plot(steps_a, losses_a, color="tab:blue", alpha=0.25, linewidth=0.7, label="loss per step")
     ax.plot(steps_a, avg, color="tab:blue", linewidth=1.5, label=f"moving average ({smoothing})")
-    ax.set_xlabel("training step")
+    held_out = [(e["step"], e["ema_held_out_loss"]) for e in evals if "ema_held_out_loss" in e]
+    if held_out:
+        ax.plot(*zip(*held_out, strict=True), "o-", color="tab:orange", ms=4,
+                label="held-out loss (EMA)")  # fmt: skip
+    axes[-1].set_xlabel("training step")
     ax.set_ylabel("loss")
     if len(losses_a) and np.all(losses_a > 0):
         ax.set_yscale("log")
@@ -267,6 +281,11 @@ def plot_loss(
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False)
     ax.set_title(title, fontsize=10)
+    if curve:
+        points = [(e["step"], e[curve]) for e in evals if curve in e]
+        axes[1].plot(*zip(*points, strict=True), "o-", color="tab:green", ms=4)
+        axes[1].set_ylabel(f"{CURVES[curve]} (EMA)")
+        axes[1].grid(True, alpha=0.3)
     return fig
 
 

@@ -457,8 +457,8 @@ def run(
                 rundir.update_metrics(sections, drop=["samples"])
         if not main:
             return {}
-        losses = trained.losses if trains else None
-        for name, figure in pipeline.draw(parts, losses, drawn, measured).items():
+        shown = trained if trains else None
+        for name, figure in pipeline.draw(parts, shown, drawn, measured).items():
             rundir.save_figure(name, figure)
         info.update(mode=mode, wall_time_s=time.perf_counter() - began)
         rundir.update_metrics({"run": info})

@@ -25,6 +25,7 @@ from scoresde import run as cli
 from scoresde.checkpoint import list_checkpoints, load_checkpoint
 from scoresde.config import FIELDS, field_rule
 from scoresde.datasets.gmm import GaussianMixture
+from scoresde.likelihood import log_likelihood
 from scoresde.sampling import SAMPLERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -746,3 +747,26 @@ def test_ctrl_c_keeps_the_last_update_and_a_second_process_is_locked_out(tmp_pat
     status, _, err = _main(capsys, *argv[len(TINY) :], f"--config.training.n_iters={step + 3}")
     assert status == 0, err
     assert _metrics(tmp_path)["training"]["steps_this_run"] == 3
+
+
+def test_the_likelihood_curve_of_points_is_the_ema_models_nll(tmp_path, capsys):
+    """For points ``eval.n_curve`` records ``test_nll``: the EMA model's mean NLL (nats) of the
+    first held-out points, with the run's likelihood settings."""
+    curve = ["--config.training.eval_every=2", "--config.eval.n_curve=5"]
+    workdir = tmp_path / "run"
+    status, _, err = _main(capsys, "--workdir", str(workdir), "--mode", "train", *curve)
+    assert status == 0, err
+    evals = json.loads((workdir / "metrics.json").read_text())["training"]["evals"]
+    assert [e["step"] for e in evals] == [2, 4]
+    parts = _parts(*curve)
+    ema = pipeline.load_trained(parts, rundir.RunDirectory(workdir).latest_checkpoint()).ema_model
+    held_out = parts.dataset.split("test", 16, parts.generator("eval")).x[:5]
+    seed = parts.generator("curve").initial_seed()
+    logp = log_likelihood(
+        parts.sde,
+        parts.score_fn(ema),
+        held_out,
+        generator=torch.Generator().manual_seed(seed),
+        **parts.likelihood,
+    )
+    assert evals[-1]["test_nll"] == pytest.approx(-float(logp.mean()), rel=1e-6)

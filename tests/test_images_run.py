@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde import pipeline
+from scoresde import bits_per_dim, pipeline
 from scoresde import run as cli
 from scoresde.conditioning import ClassSubset
 from scoresde.config import SDES
 from scoresde.image_eval import label_accuracy
 from scoresde.image_metrics import frechet_distance
 from scoresde.nets import load_digits_classifier
+from scoresde.rundir import RunDirectory
 from scoresde.sampling import SAMPLERS
 
 TINY = [
@@ -198,6 +199,14 @@ BAD = [
         ["--dataset", "digits", "--config.eval.n_eval=301"],
         "config.eval.n_eval must be an integer in [2, 300]",
     ),
+    (
+        ["--dataset", "digits", "--config.eval.n_curve=3"],
+        "config.eval.n_curve must be 0 while training.eval_every = 0",
+    ),
+    (
+        ["--dataset", "digits", "--config.eval.n_curve=301", "--config.training.eval_every=2"],
+        "config.eval.n_curve must be an integer in [0, 300]",
+    ),
 ]
 
 
@@ -259,3 +268,32 @@ def test_label_accuracy_of_the_test_images_is_the_classifiers_accuracy():
     test = parts.dataset.split("test")
     assert label_accuracy(parts.dataset, test.x, test.y) == pytest.approx(299 / 300)
     assert label_accuracy(parts.dataset, test.x, (test.y + 1) % 10) < 0.01
+
+
+def test_the_bits_per_dim_curve_is_the_ema_models_on_the_first_test_images(tmp_path, capsys):
+    """``eval.n_curve`` records, every ``eval_every`` updates, the EMA model's bits/dim of the
+    first test images (the same noise at every point), and ``loss.png`` draws it."""
+    curve = [
+        "--config.training.n_iters=4",
+        "--config.training.eval_every=2",
+        "--config.eval.n_curve=3",
+    ]
+    workdir = tmp_path / "run"
+    argv = ["--dataset", "digits", "--workdir", str(workdir), "--mode", "train", *curve]
+    status, _, err = _main(capsys, *argv)
+    assert status == 0, err
+    evals = json.loads((workdir / "metrics.json").read_text())["training"]["evals"]
+    assert [e["step"] for e in evals] == [2, 4] and (workdir / "loss.png").is_file()
+    parts = _parts("--dataset", "digits", *curve)
+    ema = pipeline.load_trained(parts, RunDirectory(workdir).latest_checkpoint()).ema_model
+    bpd = bits_per_dim(
+        parts.sde,
+        parts.score_fn(ema),
+        parts.dataset.split("test").levels[:3],
+        num_bins=17,
+        data_range=(-1.0, 1.0),
+        generator=torch.Generator().manual_seed(parts.generator("curve").initial_seed()),
+        **parts.likelihood,
+    )
+    assert evals[-1]["test_bpd"] == pytest.approx(float(bpd.mean()), rel=1e-6)
+    assert evals[0]["test_bpd"] != evals[-1]["test_bpd"]
