@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from scoresde import inpaint, pipeline
 from scoresde.conditioning import named_mask
 from scoresde.config import REPOSITORY_CONFIGS, load_config_file, validate_config
-from scoresde.guidance import CondScoreFn, classifier_free, classifier_guidance
+from scoresde.guidance import CondScoreFn, classifier_free, classifier_guidance, unconditional
 from scoresde.image_eval import EVAL_CLASSIFIERS, label_accuracy
 from scoresde.image_metrics import sample_quality
 from scoresde.sampling import sample
@@ -96,15 +96,11 @@ def guided(cond: CondScoreFn, classifier: nn.Module, kind: str, scale: float,
            labels: Tensor) -> ScoreFn:  # fmt: skip
     """The score of one row of the sweep: ``kind`` ``"cfg"`` or ``"classifier"`` at ``scale``
     (0: the unconditional score)."""
-
-    def unconditional(x: Tensor, t: Tensor) -> Tensor:
-        return cond(x, t, None)
-
     if scale == 0:
-        return unconditional
+        return unconditional(cond)
     if kind == "cfg":
         return classifier_free(cond, labels, scale - 1.0)
-    return classifier_guidance(unconditional, classifier, labels, scale)
+    return classifier_guidance(unconditional(cond), classifier, labels, scale)
 
 
 def sweep_row(parts: pipeline.Parts, score_fn: ScoreFn, labels: Tensor, seed: int) -> dict:
@@ -139,9 +135,6 @@ def inpainting(
     mask = named_mask("lower_half", tuple(parts.dataset.shape))
     hidden = ~mask.expand(test.x.shape)
 
-    def unconditional(x: Tensor, t: Tensor) -> Tensor:
-        return cond(x, t, None)
-
     grid = ("num_steps", "grid", "eps", "rho", "denoise")
     methods = {
         "replacement": {"method": "replacement", **parts.sampling},
@@ -153,7 +146,7 @@ def inpainting(
     }
     rows, completed = {}, {"test images": test.x, "known": torch.where(mask, test.x, 0.0)}
     for name, options in methods.items():
-        counted = Counted(unconditional)
+        counted = Counted(unconditional(cond))
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         x = inpaint(parts.sde, counted, test.x, mask, generator=generator, **options).float()

@@ -54,7 +54,13 @@ from torch import Tensor
 
 from scoresde.config import ConfigError
 from scoresde.datasets.protocol import Dataset, EpochBatches, Split, check_split
-from scoresde.guidance import Classifier, CondScoreFn, classifier_free, classifier_guidance
+from scoresde.guidance import (
+    Classifier,
+    CondScoreFn,
+    classifier_free,
+    classifier_guidance,
+    unconditional,
+)
 from scoresde.inpainting import SMC_OPTIONS, inpaint
 from scoresde.sde import SDE, ScoreFn
 from scoresde.validation import check_int, refusal
@@ -115,16 +121,14 @@ class Conditioning:
         """The score the run samples (module table), from the model's conditional score
         ``cond_score_fn(x, t, y)`` (``y = None``: unconditional) and, for classifier guidance,
         the trained classifier."""
-
-        def unconditional(x: Tensor, t: Tensor) -> Tensor:
-            return cond_score_fn(x, t, None)
-
         if self.label is None:
-            return unconditional
+            return unconditional(cond_score_fn)
         if self.guidance == "classifier":
             if classifier is None:
                 raise ValueError("classifier guidance needs the trained classifier; got None")
-            return classifier_guidance(unconditional, classifier, self.label, self.scale)
+            return classifier_guidance(
+                unconditional(cond_score_fn), classifier, self.label, self.scale
+            )
         return classifier_free(cond_score_fn, self.label, self.scale - 1.0)
 
     def describe(self) -> str:

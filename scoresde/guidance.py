@@ -59,6 +59,7 @@ __all__ = [
     "Label",
     "classifier_guidance",
     "classifier_free",
+    "unconditional",
     "check_label",
     "batch_labels",
     "check_logits",
@@ -217,6 +218,15 @@ def _log_posterior_gradient(
         log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()
         (grad,) = torch.autograd.grad(log_p, x_in, create_graph=keep_graph)
     return grad
+
+
+def unconditional(cond_score_fn: CondScoreFn) -> ScoreFn:
+    """The unconditional score ``s(x, t) = cond_score_fn(x, t, None)`` of a conditional one."""
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        return cond_score_fn(x, t, None)
+
+    return score_fn
 
 
 def classifier_free(

@@ -50,7 +50,7 @@ from scoresde.conditioning import (
 from scoresde.config import SDES, ConfigError, sde_options, trained_fields, validate_config
 from scoresde.datasets import DATASETS, Dataset, ToyDensity, load_dataset
 from scoresde.datasets.protocol import LabelledBatch, Shard
-from scoresde.guidance import CondScoreFn
+from scoresde.guidance import CondScoreFn, unconditional
 from scoresde.inpainting import inpaint
 from scoresde.likelihood import log_likelihood
 from scoresde.losses import classifier_loss_fn, conditional_loss_fn, get_loss_fn
@@ -676,11 +676,7 @@ def _held_out_likelihood(parts: Parts, ema_model: nn.Module, test: Any, seed: in
     ``eval.n_curve`` held-out points, ``test_bpd`` (images, :func:`scoresde.bits_per_dim`) or
     ``test_nll`` (nats), with the noise of ``seed`` at every point of the curve (paired)."""
     n = parts.config.eval.n_curve
-    cond = parts.cond_score_fn(ema_model)
-
-    def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        return cond(x, t, None)
-
+    score_fn = unconditional(parts.cond_score_fn(ema_model))
     if parts.dataset.num_levels is not None:
         return {"test_bpd": image_eval.curve_bpd(parts, score_fn, test.levels[:n], seed)}
     generator = torch.Generator(device=parts.device).manual_seed(seed)

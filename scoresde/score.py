@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.guidance import CondScoreFn
+from scoresde.guidance import CondScoreFn, unconditional
 from scoresde.sde import SDE, ScoreFn, batch_broadcast
 from scoresde.validation import check_choice, check_positive
 
@@ -78,7 +78,7 @@ def get_score_fn(
         input_scaling=input_scaling,
         data_std=data_std,
     )
-    return lambda x, t: cond_score_fn(x, t, None)
+    return unconditional(cond_score_fn)
 
 
 def get_cond_score_fn(

@@ -18,7 +18,7 @@ import torch
 from user_sde import TimeVaryingOU
 
 from scoresde import VESDE, VPSDE, GaussianMixture, LinearSDE, SubVPSDE, log_likelihood, sample
-from scoresde.guidance import classifier_free, classifier_guidance
+from scoresde.guidance import classifier_free, classifier_guidance, unconditional
 
 F64 = torch.float64
 
@@ -399,3 +399,15 @@ def test_bad_calls_raise():
             classifier_guidance(score, bad, 0)(x, t)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="forbids: call it under"):
         classifier_guidance(score, classifier, 0)(x, t)
+
+
+def test_unconditional_is_the_conditional_score_without_a_label():
+    seen = []
+
+    def cond(x, t, y):
+        seen.append(y)
+        return x * t[:, None] + (0.0 if y is None else 1.0)
+
+    x, t = torch.randn(3, 2), torch.rand(3)
+    torch.testing.assert_close(unconditional(cond)(x, t), x * t[:, None], rtol=0, atol=0)
+    assert seen == [None]
