@@ -82,7 +82,8 @@ def trained_networks(parts: pipeline.Parts, workdir: Path) -> tuple[nn.Module, n
 
 
 class Counted:
-    """A score function that counts the rows it evaluates (score evaluations per image)."""
+    """A score function that counts the rows it evaluates: score evaluations per image, where
+    :class:`~scoresde.score_calls.CountedScore` counts calls (an SMC call is on all particles)."""
 
     def __init__(self, score_fn: ScoreFn):
         self.score_fn, self.rows = score_fn, 0
@@ -211,7 +212,7 @@ def draw_classes(parts: pipeline.Parts, samples: Tensor, labels: Tensor, title: 
     figure = shown_grid(
         [per_class[:5], per_class[5:]],
         parts.dataset.show,
-        col_labels=[f"digit {y}" for y in range(5)],
+        row_labels=["digits 0-4", "digits 5-9"],
         title=title,
     )
     figure.savefig(path, dpi=110)
@@ -248,22 +249,20 @@ def main() -> None:
     cond = parts.cond_score_fn(net)
     labels = torch.arange(args.n) % 10
     sweeps: dict[str, dict[float, dict]] = {"cfg": {}, "classifier": {}}
-    unconditional = sweep_row(
-        parts, guided(cond, classifier, "cfg", 0.0, labels), labels, args.seed
-    )
+    plain = sweep_row(parts, guided(cond, classifier, "cfg", 0.0, labels), labels, args.seed)
     for kind, scales in (("cfg", args.scales), ("classifier", args.classifier_scales)):
         for scale in scales:
             if scale == 0:
-                sweeps[kind][0.0] = unconditional
+                sweeps[kind][0.0] = plain
                 continue
             score_fn = guided(cond, classifier, kind, scale, labels)
             sweeps[kind][scale] = sweep_row(parts, score_fn, labels, args.seed)
-    u_fd = unconditional["fd"]
+    u_fd = plain["fd"]
 
     print(
         f"digits, VP, {parts.config.sampling.sampler} sampler, {args.n} samples per row, the "
         f"requested digits 0-9 in turn; FD floor ({min(args.n, 1497)} training images against "
-        f"the test images): {unconditional['fd_floor']:.1f}\n"
+        f"the test images): {plain['fd_floor']:.1f}\n"
     )
     print(
         "| guidance | gamma | requested digit | FD | FD / unconditional | precision / recall "

@@ -19,9 +19,9 @@ What :func:`scoresde.pipeline.evaluate` measures for a dataset with grey levels 
   (:data:`EVAL_CLASSIFIERS`: digits ships one), and ``max_class_error``, the largest
   ``|share - 1 / C|`` of a predicted class. Without a classifier only the pixel-space measures
   (precision/recall, near-copies, nearest-neighbour distances) are given. A run with a label is
-  measured against that class's images, and ``label_accuracy`` is the fraction of samples the
-  classifier assigns to the label; :func:`label_accuracy` measures inpainted test images against
-  their true classes.
+  measured against that class's images (bits/dim and baselines too), and ``label_accuracy``, the
+  fraction of samples the classifier assigns to the label, replaces ``max_class_error``;
+  :func:`label_accuracy` measures inpainted test images against their true classes.
 """
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ def sample_quality_section(
                 classifier, samples, train, test, labels=labels, generator=generator
             )
         )
-        shares = torch.tensor(out["class_fractions"])
-        out["max_class_error"] = float((shares - 1 / len(shares)).abs().max())
+        if label is None:  # a labelled run's shares should be one-hot: label_accuracy says
+            shares = torch.tensor(out["class_fractions"])
+            out["max_class_error"] = float((shares - 1 / len(shares)).abs().max())
     else:
         out["precision"], out["recall"] = image_metrics.precision_recall(train, samples)
         out["near_copy_fraction"] = image_metrics.near_copy_fraction(samples, train)
@@ -179,13 +180,11 @@ def sample_quality_section(
     return out
 
 
-@torch.no_grad()
 def label_accuracy(dataset: Dataset, images: Tensor, labels: Tensor) -> float | None:
     """The fraction of ``images`` (model units) that ``dataset``'s evaluation classifier assigns
     to their ``labels`` (e.g. inpainted test images and their true classes); ``None`` where the
     dataset has no evaluation classifier."""
     if dataset.name not in EVAL_CLASSIFIERS:
         return None
-    classifier = EVAL_CLASSIFIERS.lookup(dataset.name)().eval()
-    predicted = torch.cat([classifier(chunk).argmax(1) for chunk in images.split(1024)])
-    return float((predicted == labels).double().mean())
+    classifier = EVAL_CLASSIFIERS.lookup(dataset.name)()
+    return image_metrics.label_accuracy(classifier, images, labels)

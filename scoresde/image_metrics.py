@@ -30,7 +30,9 @@ the package), and the samples are compared with held-out test images.
   that is much closer to one training image than to any other. On digits no held-out test image
   is flagged (the smallest ratio among the 300 is 0.49), and none of the 1,497 training images is
   with respect to the others, while an exact copy has ratio 0.
-* :func:`sample_quality`: all of the above for a batch of samples, as a JSON-able dict.
+* :func:`sample_quality`: all of the above for a batch of samples, as a JSON-able dict;
+  :func:`classify` gives the classifier's features and predictions, :func:`label_accuracy` the
+  share of images it assigns to given labels.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ __all__ = [
     "nearest_neighbours",
     "near_copy_fraction",
     "sample_quality",
+    "classify",
+    "label_accuracy",
 ]
 
 NEAR_COPY_RATIO = 1 / 3
@@ -176,6 +180,36 @@ def near_copy_fraction(samples: Tensor, train: Tensor, ratio: float = NEAR_COPY_
 
 
 @torch.no_grad()
+def classify(classifier: nn.Module, x: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """The features ``(n, F)`` and the predicted classes ``(n,)`` of the images ``x``, on the CPU,
+    by ``classifier`` (``features(x)`` and ``head(features)``, in eval mode, on its own device;
+    its mode is restored)."""
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    feats, preds = [], []
+    for chunk in x.split(batch_size):
+        f = classifier.features(chunk.to(device))
+        feats.append(f.cpu())
+        preds.append(classifier.head(f).argmax(dim=1).cpu())
+    classifier.train(was_training)
+    return torch.cat(feats), torch.cat(preds)
+
+
+def check_labels(labels: Tensor | None, n: int) -> None:
+    """Refuse ``labels`` that are not ``None`` or one class per image, shape ``(n,)``."""
+    if labels is not None and tuple(labels.shape) != (n,):
+        raise ValueError(f"labels' shape must be ({n},), one per sample; got {tuple(labels.shape)}")
+
+
+def label_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """The fraction of ``images`` that ``classifier`` assigns to their ``labels`` ``(n,)``."""
+    check_labels(labels, len(images))
+    _, predicted = classify(classifier, images)
+    return float((predicted == labels.cpu()).double().mean())
+
+
+@torch.no_grad()
 def sample_quality(
     classifier: nn.Module,
     samples: Tensor,
@@ -213,26 +247,10 @@ def sample_quality(
         ``label_accuracy`` (with ``labels``): the fraction of samples the classifier assigns to
         their label.
     """
-    was_training = classifier.training
-    classifier.eval()
-    device = next(classifier.parameters()).device
-
-    def run(x: Tensor) -> tuple[Tensor, Tensor]:
-        feats, preds = [], []
-        for chunk in x.split(batch_size):
-            f = classifier.features(chunk.to(device))
-            feats.append(f.cpu())
-            preds.append(classifier.head(f).argmax(dim=1).cpu())
-        return torch.cat(feats), torch.cat(preds)
-
-    if labels is not None and tuple(labels.shape) != (len(samples),):
-        raise ValueError(
-            f"labels' shape must be ({len(samples)},), one per sample; got {tuple(labels.shape)}"
-        )
-    f_samples, predicted = run(samples)
-    f_train, _ = run(train)
-    f_test, _ = run(test)
-    classifier.train(was_training)
+    check_labels(labels, len(samples))
+    f_samples, predicted = classify(classifier, samples, batch_size)
+    f_train, _ = classify(classifier, train, batch_size)
+    f_test, _ = classify(classifier, test, batch_size)
     floor_rows = torch.randperm(len(train), generator=generator)[: len(samples)]
     precision, recall = precision_recall(train, samples, k)
     nn_samples, _ = nearest_neighbours(samples, train, k=2)

@@ -6,7 +6,7 @@
     score_fn = parts.score_fn(trained.ema_model)       # sample with the EMA weights
     drawn = sample(parts, score_fn)
     measured = evaluate(parts, score_fn, drawn.samples)
-    figures = draw(parts, trained.losses, drawn, measured)   # name -> matplotlib Figure
+    figures = draw(parts, trained, drawn, measured)          # name -> matplotlib Figure
 
 :func:`build` turns a config into :class:`Parts` (dataset, SDE, network, training loss, score
 function, sampler and likelihood settings, random streams) and tries them together, so a setting
@@ -415,10 +415,11 @@ def build(config: ConfigDict) -> Parts:
                 registry=get_classifier,
             ),
         )
-    if dataset.num_levels is not None:  # bits/dim of n_eval test images
-        n_test = len(dataset.split("test").x)
+    if dataset.num_levels is not None:  # bits/dim of n_eval test images (of the label's class)
+        target = conditioning.target
+        n_test = len(target.split("test").x)
         if config.eval.n_eval > n_test:
-            allowed = f"an integer in [2, {n_test}] (the test images of {dataset.name!r})"
+            allowed = f"an integer in [2, {n_test}] (the test images of {target.name!r})"
             raise ConfigError.refusing("eval.n_eval", allowed, config.eval.n_eval)
     _check_curve(config, dataset)
     if config.model.data_std is None:
@@ -849,8 +850,10 @@ def _inpainted(
     samples, measures = inpaint_split(
         parts.conditioning, parts.sde, counted, truth, generator, parts.sampling
     )
-    if split.y is not None and parts.dataset.num_levels is not None:
-        measures["fraction_true_class"] = image_eval.label_accuracy(parts.dataset, samples, split.y)
+    if parts.dataset.num_levels is not None and parts.dataset.num_classes is not None:
+        label = parts.conditioning.label  # the class's test images, or labelled ones
+        labels = split.y if label is None else torch.full((len(truth),), label)
+        measures["fraction_true_class"] = image_eval.label_accuracy(parts.dataset, samples, labels)
     section = {
         "sampler": c.sampler if c.inpaint_method == "replacement" else "smc",
         "predictor": c.predictor if c.sampler == "pc" else None,
@@ -937,28 +940,24 @@ def evaluate(parts: Parts, score_fn: ScoreFn, samples: Tensor | None = None) -> 
     """The likelihood of held-out data and the quality of ``samples`` (model units).
 
     Data with grey levels (``dataset.num_levels``, images): bits/dim of ``eval.n_eval`` test
-    images with its agreement check, the baselines, and the sample quality of
-    :mod:`scoresde.image_eval`. Continuous 2D data: :func:`_evaluate_density`.
+    images (of the label's class in a labelled run) with its agreement check, the baselines, and
+    the sample quality of :mod:`scoresde.image_eval`. Continuous 2D data: :func:`_evaluate_density`.
     """
-    dataset = parts.dataset
+    dataset, target = parts.dataset, parts.conditioning.target
     if dataset.num_levels is None:
         return _evaluate_density(parts, score_fn, samples)
     generator = parts.generator("eval")
-    test = dataset.split("test", parts.config.eval.n_eval, generator).levels
+    test = target.split("test", parts.config.eval.n_eval, generator).levels
     likelihood = image_eval.likelihood_section(parts, score_fn, test, generator)
     quality = None
     if samples is not None:
         quality = image_eval.sample_quality_section(
-            dataset,
-            samples,
-            generator,
-            target=parts.conditioning.target,
-            label=parts.conditioning.label,
+            dataset, samples, generator, target=target, label=parts.conditioning.label
         )
     return Measured(
         likelihood=likelihood,
         samples=quality,
-        baselines=image_eval.baselines_section(dataset, test),
+        baselines=image_eval.baselines_section(target, test),
     )
 
 

@@ -261,7 +261,7 @@ def plot_loss(
     for k, value in enumerate(losses_a, start=1):
         m = smoothing * m + (1 - smoothing) * value
         avg[k - 1] = m / (1 - smoothing**k)
-    curve = next((key for key in CURVES if evals and key in evals[0]), None)
+    curve = next((key for key in CURVES if any(key in e for e in evals)), None)
     fig = Figure(figsize=(5.0, 5.4 if curve else 3.4), layout="constrained")
     axes = fig.subplots(2 if curve else 1, 1, sharex=True, squeeze=False)[:, 0]
     ax = axes[0]

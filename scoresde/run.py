@@ -279,6 +279,8 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
                     f"(exact samples {_fmt(p['exact_rmse_to_mean'])}), "
                     f"NLL gap {_fmt(p['nll_gap'])} nats"
                 )
+            if p.get("fraction_true_class") is not None:
+                measured.append(f"{p['fraction_true_class']:.3f} classified as their true class")
             lines.append("                " + "; ".join(measured))
         else:
             lines.append(f"  sampling      {what}, {s['nfe']} score evaluations")
@@ -336,10 +338,13 @@ def _image_lines(result: dict[str, Any]) -> list[str]:
     q = result.get("samples")
     if q is not None:
         if "fd" in q:
-            lines.append(
-                f"  samples       FD {q['fd']:.1f} (train-test floor {q['fd_floor']:.1f}), "
-                f"largest class-share error {q['max_class_error']:.3f}"
+            classes = (
+                f"{q['label_accuracy']:.3f} of them classified as the label"
+                if "label_accuracy" in q
+                else f"largest class-share error {q['max_class_error']:.3f}"
             )
+            floor = f"train-test floor {q['fd_floor']:.1f}"
+            lines.append(f"  samples       FD {q['fd']:.1f} ({floor}), {classes}")
         lines.append(
             f"  samples       precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
             f"near-copies {100 * q['near_copy_fraction']:.1f}%"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde import bits_per_dim, pipeline
+from scoresde import bits_per_dim, image_eval, pipeline
 from scoresde import run as cli
 from scoresde.conditioning import ClassSubset
 from scoresde.config import SDES
@@ -233,13 +233,19 @@ def test_a_labelled_digits_run_is_measured_against_its_class(tmp_path, capsys):
         capsys, "--config", "configs/digits/vp_cond.py", "--workdir", str(workdir)
     )
     assert status == 0, err
-    q = json.loads((workdir / "metrics.json").read_text())["samples"]
+    m = json.loads((workdir / "metrics.json").read_text())
+    q = m["samples"]
+    assert "max_class_error" not in q  # the shares of one class are not 10 % each
     parts = _parts("--config", "configs/digits/vp_cond.py")
+    # bits/dim and the baselines are of the class's test images too
+    digit = ClassSubset(parts.dataset, 3)
+    levels = digit.split("test", 4, parts.generator("eval")).levels
+    baselines = image_eval.baselines_section(digit, levels)
+    assert m["baselines"]["categorical"] == pytest.approx(baselines["categorical"], rel=1e-9)
     samples = parts.dataset.from_data(torch.from_numpy(np.load(workdir / "samples.npy")))
     classifier = load_digits_classifier()
     predicted = classifier(samples).argmax(1)
     assert q["label_accuracy"] == pytest.approx(float((predicted == 3).double().mean()))
-    digit = ClassSubset(parts.dataset, 3)
     features = classifier.features
     expected = frechet_distance(features(samples), features(digit.split("test").x))
     assert q["fd"] == pytest.approx(expected, rel=1e-4)
@@ -259,7 +265,15 @@ def test_inpainted_digits_are_classified_against_their_true_class(tmp_path, caps
     sampling = json.loads((workdir / "metrics.json").read_text())["sampling"]
     assert sampling["nfe"] == 4  # 3 steps and the denoising step, as without inpainting
     section = sampling["inpainting"]
-    assert 0 <= section["fraction_true_class"] <= 1 and section["rmse_to_truth"] > 0
+    # the completed test images against the classes of those test images (the first draws of
+    # the run's "sample" stream pick them)
+    parts = _parts("--dataset", "digits")
+    truth = parts.dataset.split("test", 12, parts.generator("sample"))
+    completed = parts.dataset.from_data(torch.from_numpy(np.load(workdir / "samples.npy")))
+    torch.testing.assert_close(completed[:, :, :4], truth.x[:, :, :4])  # the known upper half
+    expected = label_accuracy(parts.dataset, completed, truth.y)
+    assert section["fraction_true_class"] == pytest.approx(expected)
+    assert section["rmse_to_truth"] > 0
     assert (workdir / "samples.png").is_file() and not (workdir / "process.png").exists()
 
 
