@@ -1,20 +1,27 @@
 """Guidance and inpainting on the 8x8 digits (issue 12, sections 3 and 5).
 
-One class-conditional U-Net (``configs/digits/vp_cond.py``: the default digits job with a label
-embedding and label dropout 0.1) and one noise-conditional classifier (the same U-Net layout with
-a 10-way head, ``classifier.n_iters`` updates) are trained in ``--workdir`` (resumed from there
-when present: the checkpoints of ``python -m scoresde.run --config configs/digits/vp_cond.py
---workdir W --mode train`` are the same). Then, with the config's sampler (Euler-Maruyama, 100
-steps) and ``--n`` samples whose requested digits run 0, 1, ..., 9, 0, ...:
+Three networks are trained in ``--workdir`` (or resumed from there: the checkpoints of ``python
+-m scoresde.run --config FILE --workdir W --mode train`` are the same):
 
-1. **The guidance sweep**: classifier-free guidance ``gamma s(x, t, y) - (gamma - 1) s(x, t)``
-   and classifier guidance ``s(x, t) + gamma grad log p_t(y | x)`` at each scale ``gamma``
-   (``gamma = 0``: the unconditional score, the network's null label; 1: the conditional law).
-   Per scale: the fraction of samples that the shipped evaluation classifier assigns to the
-   requested digit, the Fréchet distance of all samples to the test images beside the floor (as
-   many training images), and the ratio to the unconditional FD (``gamma = 0``). Targets: at the
-   best scale >= 95 % of the requested label with FD <= 1.5 x the unconditional model's.
-2. **Inpainting the lower half** of the 300 test digits with the unconditional score: replacement
+* ``unconditional/``: the default digits model (``configs/digits/vp.py``), the reference;
+* ``conditional/``: the class-conditional U-Net of ``configs/digits/vp_cond.py`` (the same job with
+  a label embedding and label dropout 0.2), which gives ``s(x, t, y)`` and, with its null label,
+  ``s(x, t)``;
+* ``conditional/classifier/``: the noise-conditional classifier (the U-Net layout with a 10-way
+  head, ``classifier.n_iters`` updates), as ``--config.sampling.guidance=classifier`` trains it.
+
+Then, with the config's sampler (Euler-Maruyama, 100 steps) and ``--n`` samples whose requested
+digits run 0, 1, ..., 9, 0, ...:
+
+1. **The guidance sweep**. Classifier-free guidance ``gamma s(x, t, y) - (gamma - 1) s(x, t)`` of
+   the conditional network at each scale ``gamma`` (``gamma = 0``: its null label; 1: the
+   conditional law), and classifier guidance of the unconditional model,
+   ``s(x, t) + gamma grad log p_t(y | x)``, with the noisy classifier. Per row: the fraction of
+   samples that the shipped evaluation classifier assigns to the requested digit, the Fréchet
+   distance of all samples to the test images (the floor: as many training images), and its ratio
+   to the unconditional model's FD. Targets: at the best scale >= 95 % of the requested digit with
+   FD <= 1.5 x the unconditional model's.
+2. **Inpainting the lower half** of the 300 test digits with the unconditional model: replacement
    (the config's sampler) and SMC with ``--particles`` particles per image. Per method: the
    fraction completed to the true digit (target for SMC: >= 90 %), the RMS error on the hidden
    pixels in grey levels, score evaluations per image and wall time.
@@ -23,8 +30,8 @@ Figures (``--figures DIR``): ``guidance.png`` (accuracy against FD per scale, bo
 ``digits_classes.png`` (samples of each digit at the best classifier-free scale) and
 ``digits_inpainting.png`` (test digits, their upper halves, replacement's and SMC's completions).
 
-    python benchmarks/guidance_digits.py --workdir runs/digits_cond   # ~40 min on 2 cores
-    python benchmarks/guidance_digits.py --workdir W --scales 0 1 3 --classifier-scales 1 --n 500
+    python benchmarks/guidance_digits.py --workdir runs/guidance --figures docs  # ~50 min, 1 core
+    python benchmarks/guidance_digits.py --workdir W --scales 0 1 3 --classifier-scales 4 --n 500
     python benchmarks/guidance_digits.py --workdir /tmp/q --quick --n 50 --particles 2  # smoke
 """
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +48,7 @@ from torch import Tensor, nn
 from scoresde import inpaint, pipeline
 from scoresde.conditioning import named_mask
 from scoresde.config import REPOSITORY_CONFIGS, load_config_file, validate_config
-from scoresde.guidance import CondScoreFn, classifier_free, classifier_guidance, unconditional
+from scoresde.guidance import classifier_free, classifier_guidance, unconditional
 from scoresde.image_eval import EVAL_CLASSIFIERS, label_accuracy
 from scoresde.image_metrics import sample_quality
 from scoresde.sampling import sample
@@ -53,12 +61,10 @@ QUICK = {"training.n_iters": 20, "classifier.n_iters": 20, "sampling.num_steps":
 """``--quick``: a smoke run of every stage (the numbers mean nothing)."""
 
 
-def build_parts(quick: bool) -> pipeline.Parts:
-    """The parts of ``configs/digits/vp_cond.py`` with classifier guidance, so that they hold
-    the noisy classifier too (the score network's training does not depend on the guidance)."""
-    config = load_config_file(REPOSITORY_CONFIGS / "digits" / "vp_cond.py")
-    config.sampling.guidance = "classifier"
-    config.sampling.guidance_scale = 1.0
+def build_parts(config_file: str, quick: bool, **sampling: object) -> pipeline.Parts:
+    """The parts of ``configs/digits/<config_file>`` (with ``sampling`` fields set)."""
+    config = load_config_file(REPOSITORY_CONFIGS / "digits" / config_file)
+    config.sampling.update(sampling)
     for field, value in QUICK.items() if quick else ():
         group, name = field.split(".")
         config[group][name] = value
@@ -66,19 +72,32 @@ def build_parts(quick: bool) -> pipeline.Parts:
     return pipeline.build(config)
 
 
-def trained_networks(parts: pipeline.Parts, workdir: Path) -> tuple[nn.Module, nn.Module]:
-    """The EMA score network and the EMA noisy classifier, trained in ``workdir`` (and
-    ``workdir/classifier``) or resumed from there."""
+class Networks(NamedTuple):
+    """The trained EMA networks of the benchmark and their parts."""
+
+    plain: pipeline.Parts  # configs/digits/vp.py
+    plain_net: nn.Module
+    cond: pipeline.Parts  # configs/digits/vp_cond.py, classifier guidance: holds the classifier
+    cond_net: nn.Module
+    classifier: nn.Module
+
+
+def trained_networks(workdir: Path, quick: bool) -> Networks:
+    """The three networks (module docstring), trained in ``workdir`` or resumed from there."""
     began = time.perf_counter()
-    score = pipeline.train(parts, workdir)
-    classifier = pipeline.train_classifier(parts, workdir / "classifier")
-    print(
-        f"trained: score network {score.section['steps']} updates "
-        f"({score.section['steps_this_run']} in this run), classifier "
-        f"{classifier.section['steps']} ({classifier.section['steps_this_run']}), "
-        f"{time.perf_counter() - began:.0f} s\n"
-    )
-    return score.ema_model, classifier.ema_model
+    plain = build_parts("vp.py", quick)
+    plain_net = pipeline.train(plain, workdir / "unconditional")
+    # the score network's training does not depend on the guidance; these parts hold the classifier
+    cond = build_parts("vp_cond.py", quick, guidance="classifier", guidance_scale=1.0)
+    cond_net = pipeline.train(cond, workdir / "conditional")
+    classifier = pipeline.train_classifier(cond, workdir / "conditional" / "classifier")
+    done = [
+        f"{name} {t.section['steps']} updates ({t.section['steps_this_run']} in this run)"
+        for name, t in (("unconditional", plain_net), ("conditional", cond_net),
+                        ("classifier", classifier))
+    ]  # fmt: skip
+    print(f"trained: {', '.join(done)}; {time.perf_counter() - began:.0f} s\n", flush=True)
+    return Networks(plain, plain_net.ema_model, cond, cond_net.ema_model, classifier.ema_model)
 
 
 class Counted:
@@ -93,15 +112,13 @@ class Counted:
         return self.score_fn(x, t)
 
 
-def guided(cond: CondScoreFn, classifier: nn.Module, kind: str, scale: float,
-           labels: Tensor) -> ScoreFn:  # fmt: skip
-    """The score of one row of the sweep: ``kind`` ``"cfg"`` or ``"classifier"`` at ``scale``
-    (0: the unconditional score)."""
-    if scale == 0:
-        return unconditional(cond)
+def guided(nets: Networks, kind: str, scale: float, labels: Tensor) -> ScoreFn:
+    """The score of one row of the sweep: ``kind`` ``"cfg"`` (the conditional network; scale 0:
+    its null label) or ``"classifier"`` (the unconditional model and the noisy classifier)."""
+    cond = nets.cond.cond_score_fn(nets.cond_net)
     if kind == "cfg":
-        return classifier_free(cond, labels, scale - 1.0)
-    return classifier_guidance(unconditional(cond), classifier, labels, scale)
+        return unconditional(cond) if scale == 0 else classifier_free(cond, labels, scale - 1.0)
+    return classifier_guidance(nets.plain.score_fn(nets.plain_net), nets.classifier, labels, scale)
 
 
 def sweep_row(parts: pipeline.Parts, score_fn: ScoreFn, labels: Tensor, seed: int) -> dict:
@@ -129,13 +146,12 @@ def sweep_row(parts: pipeline.Parts, score_fn: ScoreFn, labels: Tensor, seed: in
 
 
 def inpainting(
-    parts: pipeline.Parts, cond: CondScoreFn, particles: int, seed: int
+    parts: pipeline.Parts, score_fn: ScoreFn, particles: int, seed: int
 ) -> tuple[dict[str, dict], dict[str, Tensor]]:
     """Every test digit's lower half inpainted by replacement and by SMC (module docstring)."""
     test = parts.dataset.split("test")
     mask = named_mask("lower_half", tuple(parts.dataset.shape))
     hidden = ~mask.expand(test.x.shape)
-
     grid = ("num_steps", "grid", "eps", "rho", "denoise")
     methods = {
         "replacement": {"method": "replacement", **parts.sampling},
@@ -147,7 +163,7 @@ def inpainting(
     }
     rows, completed = {}, {"test images": test.x, "known": torch.where(mask, test.x, 0.0)}
     for name, options in methods.items():
-        counted = Counted(unconditional(cond))
+        counted = Counted(score_fn)
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         x = inpaint(parts.sde, counted, test.x, mask, generator=generator, **options).float()
@@ -169,11 +185,11 @@ def inpainting(
     return rows, completed
 
 
-def best_scale(rows: dict[float, dict], unconditional_fd: float) -> float:
+def best_scale(rows: dict[float, dict], reference_fd: float) -> float:
     """The guided scale (> 0) with the highest accuracy among those whose FD is within the
-    target's factor of the unconditional FD (the lowest FD if none is)."""
+    target's factor of the unconditional model's (the lowest FD if none is)."""
     rows = {s: r for s, r in rows.items() if s > 0}
-    bound = TARGETS["fd_over_unconditional"] * unconditional_fd
+    bound = TARGETS["fd_over_unconditional"] * reference_fd
     within = [s for s, r in rows.items() if r["fd"] <= bound]
     if not within:
         return min(rows, key=lambda s: rows[s]["fd"])
@@ -244,54 +260,56 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    parts = build_parts(args.quick)
-    net, classifier = trained_networks(parts, args.workdir)
-    cond = parts.cond_score_fn(net)
+    nets = trained_networks(args.workdir, args.quick)
+    parts = nets.plain
     labels = torch.arange(args.n) % 10
-    sweeps: dict[str, dict[float, dict]] = {"cfg": {}, "classifier": {}}
-    plain = sweep_row(parts, guided(cond, classifier, "cfg", 0.0, labels), labels, args.seed)
-    for kind, scales in (("cfg", args.scales), ("classifier", args.classifier_scales)):
-        for scale in scales:
-            if scale == 0:
-                sweeps[kind][0.0] = plain
-                continue
-            score_fn = guided(cond, classifier, kind, scale, labels)
-            sweeps[kind][scale] = sweep_row(parts, score_fn, labels, args.seed)
-    u_fd = plain["fd"]
-
+    reference = sweep_row(parts, parts.score_fn(nets.plain_net), labels, args.seed)
+    ref_fd = reference["fd"]
     print(
         f"digits, VP, {parts.config.sampling.sampler} sampler, {args.n} samples per row, the "
         f"requested digits 0-9 in turn; FD floor ({min(args.n, 1497)} training images against "
-        f"the test images): {plain['fd_floor']:.1f}\n"
+        f"the test images) {reference['fd_floor']:.1f}\n"
     )
     print(
-        "| guidance | gamma | requested digit | FD | FD / unconditional | precision / recall "
-        "| score evaluations per sample | wall (s) |"
+        "| guidance | gamma | requested digit | FD | FD / unconditional model's "
+        "| precision / recall | score evaluations per sample | wall (s) |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    names = {"cfg": "classifier-free", "classifier": "classifier"}
-    for kind, rows in sweeps.items():
-        best = best_scale(rows, u_fd)
-        for scale, r in sorted(rows.items()):
-            mark = " (best)" if scale == best else ""
-            print(
-                f"| {names[kind] if scale else 'none'} | {scale:g}{mark} | "
-                f"{r['label_accuracy']:.3f} | {r['fd']:.1f} | {r['fd'] / u_fd:.2f} | "
-                f"{r['precision']:.2f} / {r['recall']:.2f} | {r['calls']:.0f} | {r['wall']:.0f} |"
-            )
-    best = best_scale(sweeps["cfg"], u_fd)
-    r = sweeps["cfg"][best]
-    met = (
-        r["label_accuracy"] >= TARGETS["accuracy"]
-        and r["fd"] <= TARGETS["fd_over_unconditional"] * u_fd
-    )
-    print(
-        f"\nbest classifier-free scale {best:g}: {r['label_accuracy']:.3f} of the requested "
-        f"digit (target >= {TARGETS['accuracy']}), FD {r['fd'] / u_fd:.2f} x the unconditional "
-        f"(target <= {TARGETS['fd_over_unconditional']}): {'met' if met else 'missed'}\n"
-    )
 
-    rows, completed = inpainting(parts, cond, args.particles, args.seed)
+    def row(name: str, scale: str, r: dict) -> None:
+        print(
+            f"| {name} | {scale} | {r['label_accuracy']:.3f} | {r['fd']:.1f} | "
+            f"{r['fd'] / ref_fd:.2f} | {r['precision']:.2f} / {r['recall']:.2f} | "
+            f"{r['calls']:.0f} | {r['wall']:.0f} |",
+            flush=True,
+        )
+
+    row("none: the unconditional model", "-", reference)
+    sweeps: dict[str, dict[float, dict]] = {"cfg": {}, "classifier": {}}
+    names = {"cfg": "classifier-free", "classifier": "classifier (unconditional model)"}
+    for kind, scales in (("cfg", args.scales), ("classifier", args.classifier_scales)):
+        for scale in scales:
+            r = sweep_row(parts, guided(nets, kind, scale, labels), labels, args.seed)
+            sweeps[kind][scale] = r
+            name = "none: the conditional network's null label" if scale == 0 else names[kind]
+            row(name, f"{scale:g}", r)
+    for kind, rows in sweeps.items():
+        best = best_scale(rows, ref_fd)
+        r = rows[best]
+        met = (
+            r["label_accuracy"] >= TARGETS["accuracy"]
+            and r["fd"] <= TARGETS["fd_over_unconditional"] * ref_fd
+        )
+        print(
+            f"\nbest {names[kind]} scale {best:g}: {r['label_accuracy']:.3f} of the requested "
+            f"digit (target >= {TARGETS['accuracy']}), FD {r['fd'] / ref_fd:.2f} x the "
+            f"unconditional model's (target <= {TARGETS['fd_over_unconditional']}): "
+            f"{'met' if met else 'missed'}"
+        )
+    best = best_scale(sweeps["cfg"], ref_fd)
+    print()
+
+    rows, completed = inpainting(parts, parts.score_fn(nets.plain_net), args.particles, args.seed)
     print(
         "| lower half of 300 test digits | true digit | RMS error (grey levels) "
         "| score evaluations per image | wall (s) |"
@@ -305,7 +323,7 @@ def main() -> None:
 
     if args.figures is not None:
         args.figures.mkdir(parents=True, exist_ok=True)
-        draw_tradeoff(sweeps, u_fd, args.figures / "guidance.png")
+        draw_tradeoff(sweeps, ref_fd, args.figures / "guidance.png")
         draw_classes(
             parts,
             sweeps["cfg"][best]["samples"],
