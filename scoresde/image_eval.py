@@ -170,7 +170,8 @@ def sample_quality_section(
             shares = torch.tensor(out["class_fractions"])
             out["max_class_error"] = float((shares - 1 / len(shares)).abs().max())
     else:
-        out["precision"], out["recall"] = image_metrics.precision_recall(train, samples)
+        rows = torch.randperm(len(train), generator=generator)[: len(samples)]  # equal sizes
+        out["precision"], out["recall"] = image_metrics.precision_recall(train[rows], samples)
         out["near_copy_fraction"] = image_metrics.near_copy_fraction(samples, train)
         nearest, _ = image_metrics.nearest_neighbours(samples, train, k=1)
         nearest_test, _ = image_metrics.nearest_neighbours(test, train, k=1)

@@ -104,16 +104,26 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     return gaussian_frechet_distance(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
 
 
+CHUNK = 1024
+"""Rows of a distance matrix computed at once (memory ``CHUNK x N``, not ``n x N``)."""
+
+
 def _kth_neighbour_radius(x: Tensor, k: int) -> Tensor:
     """The distance from each point to its ``k``-th nearest other point, ``(n,)``."""
-    distances = torch.cdist(x, x)
-    distances.fill_diagonal_(float("inf"))
-    return distances.kthvalue(k, dim=1).values
+    radii = []
+    for start in range(0, len(x), CHUNK):
+        distances = torch.cdist(x[start : start + CHUNK], x)
+        rows = torch.arange(len(distances))
+        distances[rows, start + rows] = float("inf")  # not its own neighbour
+        radii.append(distances.kthvalue(k, dim=1).values)
+    return torch.cat(radii)
 
 
 def _covered(points: Tensor, centres: Tensor, radii: Tensor) -> Tensor:
     """Whether each point lies in some ball ``||p - c_i|| <= r_i``, ``(n,)`` boolean."""
-    return (torch.cdist(points, centres) <= radii).any(dim=1)
+    return torch.cat(
+        [(torch.cdist(chunk, centres) <= radii).any(dim=1) for chunk in points.split(CHUNK)]
+    )
 
 
 def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
@@ -166,9 +176,10 @@ def nearest_neighbours(x: Tensor, reference: Tensor, k: int = 2) -> tuple[Tensor
             f"x and reference must have the same number of values per sample; got {x.shape[1]} "
             f"and {reference.shape[1]}"
         )
-    distances = torch.cat([torch.cdist(chunk, reference) for chunk in x.split(1024)])
-    values, indices = distances.topk(k, dim=1, largest=False)
-    return values, indices
+    nearest = [
+        torch.cdist(chunk, reference).topk(k, dim=1, largest=False) for chunk in x.split(CHUNK)
+    ]
+    return torch.cat([v for v, _ in nearest]), torch.cat([i for _, i in nearest])
 
 
 def near_copy_fraction(samples: Tensor, train: Tensor, ratio: float = NEAR_COPY_RATIO) -> float:
@@ -239,7 +250,8 @@ def sample_quality(
         without replacement, what samples as good as the training data score at this ``n``. The
         estimate's upward bias grows fast as ``n`` falls (digits: 13 with all 1,497 training
         images, 51 with 300), so compare at equal ``n``, best ``n`` = the training set's size.
-        ``precision``, ``recall``: pixel space, samples vs the training images (module doc).
+        ``precision``, ``recall``: pixel space, samples vs the floor's training images (module
+        doc; the paper compares sets of equal size).
         ``class_fractions``: a list, the share of each predicted class among the samples.
         ``near_copy_fraction``: :func:`near_copy_fraction` of the samples.
         ``nn_distance_median``: the median distance from a sample to its nearest training image
@@ -252,7 +264,7 @@ def sample_quality(
     f_train, _ = classify(classifier, train, batch_size)
     f_test, _ = classify(classifier, test, batch_size)
     floor_rows = torch.randperm(len(train), generator=generator)[: len(samples)]
-    precision, recall = precision_recall(train, samples, k)
+    precision, recall = precision_recall(train[floor_rows], samples, k)  # at equal sizes
     nn_samples, _ = nearest_neighbours(samples, train, k=2)
     nn_test, _ = nearest_neighbours(test, train, k=1)
     out = {
