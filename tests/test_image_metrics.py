@@ -216,7 +216,8 @@ def test_distances_are_the_same_in_chunks_as_at_once():
     from scoresde import image_metrics
 
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(2500, 5, generator=g), torch.randn(1300, 5, generator=g)
+    x = torch.randn(2500, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(1300, 5, generator=g, dtype=torch.float64)
     whole = torch.cdist(x, x).fill_diagonal_(float("inf"))
     torch.testing.assert_close(
         image_metrics._kth_neighbour_radius(x, 3), whole.kthvalue(3, 1).values
