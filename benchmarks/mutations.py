@@ -359,7 +359,30 @@ MUTATIONS = [
         "return (x - lo) * (self.num_levels - 1)",
         ("tests/test_image_data.py", "tests/test_images_run.py"),
     ),
+    Mutation(
+        "k-th neighbour radius: a chunk's own point masked at its row, not at start + row",
+        "scoresde/image_metrics.py",
+        'distances[rows, start + rows] = float("inf")',
+        'distances[rows, rows] = float("inf")',
+        ("tests/test_image_metrics.py",),
+    ),
+    Mutation(
+        "label accuracy compares the predictions with the labels shifted by one",
+        "scoresde/image_metrics.py",
+        "return float((predicted == labels.cpu()).double().mean())",
+        "return float((predicted == labels.cpu().roll(1)).double().mean())",
+        ("tests/test_image_metrics.py", "tests/test_images_run.py"),
+    ),
     # -- training ---------------------------------------------------------------------------------
+    Mutation(
+        "the held-out likelihood curve measures the raw network, not the EMA",
+        "scoresde/pipeline.py",
+        "out.update(_held_out_likelihood(parts, ema_model, test, curve_seed))",
+        "out.update(_held_out_likelihood(parts, parts.model, test, curve_seed))",
+        (
+            "tests/test_images_run.py::test_the_bits_per_dim_curve_is_the_ema_models_on_the_first_test_images",
+        ),
+    ),
     Mutation(
         "EMA folds in with weight d instead of 1 - d",
         "scoresde/training.py",

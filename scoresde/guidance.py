@@ -238,8 +238,8 @@ def classifier_free(
 ) -> ScoreFn:
     """The guided score ``(1 + w) s(x, t, label) - w s(x, t, None)`` (Ho & Salimans 2022).
 
-    ``w = 0`` is the conditional score, ``w = -1`` the unconditional one; see the module's
-    docstring for the ``gamma = 1 + w`` convention.
+    ``w = 0`` is the conditional score (then the unconditional one is never evaluated), ``w = -1``
+    the unconditional one; see the module's docstring for the ``gamma = 1 + w`` convention.
 
     **Guidance interval** (Kynkäänniemi et al. 2024): with ``interval = (t_lo, t_hi)`` guidance is
     applied only where ``t_lo < t <= t_hi`` (their ``(sigma_lo, sigma_hi]``, in time; map a
@@ -270,6 +270,8 @@ def classifier_free(
     def guided_score(x: Tensor, t: Tensor) -> Tensor:
         y = batch_labels(label, x.shape[0], x.device)
         cond = cond_score_fn(x, t, y)
+        if w == 0:  # the conditional law: the unconditional term has no weight
+            return cond
         if bounds is None:
             return cond + w * (cond - cond_score_fn(x, t, None))
         inside = (t > bounds[0]) & (t <= bounds[1])

@@ -128,8 +128,9 @@ def test_classifier_free_combines_the_two_terms():
         guided = classifier_free(cond_score_fn, label, w)(x, t)
         expected = (1 + w) * (label.to(F64) + 2.0)[:, None] - w * -1.0
         torch.testing.assert_close(guided, expected.expand(6, 2), rtol=0, atol=0)
-        y, none = seen
-        assert none is None and y.dtype == torch.int64 and torch.equal(y, label)
+        y, *rest = seen  # at w = 0 the unconditional term is not evaluated
+        assert rest == ([] if w == 0 else [None])
+        assert y.dtype == torch.int64 and torch.equal(y, label)
     guided = classifier_free(cond_score_fn, 1, 0.5)(x, t)  # an int: one label for the batch
     torch.testing.assert_close(guided, torch.full_like(x, 1.5 * 3.0 + 0.5))
 
@@ -411,3 +412,21 @@ def test_unconditional_is_the_conditional_score_without_a_label():
     x, t = torch.randn(3, 2), torch.rand(3)
     torch.testing.assert_close(unconditional(cond)(x, t), x * t[:, None], rtol=0, atol=0)
     assert seen == [None]
+
+
+def test_classifier_free_at_w_0_is_the_conditional_score_in_one_call():
+    """At ``w = 0`` the unconditional term has no weight, so it is not evaluated (a sampler pays
+    one network evaluation per step for the conditional law, not two)."""
+    seen = []
+
+    def cond(x, t, y):
+        seen.append(y)
+        return -x + (0.0 if y is None else y[:, None].to(x.dtype))
+
+    x, t = torch.randn(4, 2), torch.rand(4)
+    labels = torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(classifier_free(cond, labels, 0.0)(x, t), cond(x, t, labels))
+    assert [y is None for y in seen] == [False, False]
+    seen.clear()
+    classifier_free(cond, labels, 1.0)(x, t)
+    assert [y is None for y in seen] == [False, True]
