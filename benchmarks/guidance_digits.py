@@ -220,16 +220,21 @@ def draw_tradeoff(
     fig.savefig(path, dpi=110)
 
 
-def draw_classes(parts: pipeline.Parts, samples: Tensor, labels: Tensor, title: str,
-                 path: Path) -> None:  # fmt: skip
+def draw_classes(
+    parts: pipeline.Parts, rows: dict[float, dict], labels: Tensor, path: Path
+) -> None:
+    """One panel per classifier-free scale: 10 samples of each requested digit, a digit a row."""
     from scoresde.plotting import shown_grid
 
-    per_class = [samples[labels == y][:16] for y in range(10)]
+    def by_digit(samples: Tensor) -> Tensor:
+        return torch.cat([samples[labels == y][:10] for y in range(10)])
+
+    scales = sorted(rows)
     figure = shown_grid(
-        [per_class[:5], per_class[5:]],
+        [[by_digit(rows[s]["samples"]) for s in scales]],
         parts.dataset.show,
-        row_labels=["digits 0-4", "digits 5-9"],
-        title=title,
+        col_labels=[f"gamma = {s:g}: {rows[s]['label_accuracy']:.1%} right" for s in scales],
+        title="digits, VP: classifier-free guidance, rows: the requested digit 0-9",
     )
     figure.savefig(path, dpi=110)
 
@@ -324,13 +329,8 @@ def main() -> None:
     if args.figures is not None:
         args.figures.mkdir(parents=True, exist_ok=True)
         draw_tradeoff(sweeps, ref_fd, args.figures / "guidance.png")
-        draw_classes(
-            parts,
-            sweeps["cfg"][best]["samples"],
-            labels,
-            f"digits, VP: classifier-free guidance, gamma = {best:g}",
-            args.figures / "digits_classes.png",
-        )
+        shown = {g: sweeps["cfg"][g] for g in (best, max(sweeps["cfg"])) if g > 0}
+        draw_classes(parts, shown, labels, args.figures / "digits_classes.png")
         draw_inpainting(parts, completed, args.figures / "digits_inpainting.png")
 
 

@@ -1,14 +1,19 @@
-"""A class-conditional VP run on the 8x8 digits with classifier-free guidance.
+"""A class-conditional VP run on the 8x8 digits: one network for classifier-free guidance.
 
 ``python -m scoresde.run --config configs/digits/vp_cond.py`` trains the default digits U-Net
 (``configs/digits/vp.py``) with a label embedding and label dropout 0.2 (one network gives both
-the conditional and the unconditional score), then samples digit 3 with classifier-free guidance
-at ``gamma = 2`` (``w = 1``); the samples are measured against the test images of class 3.
-``--config.sampling.label`` picks another digit, ``--config.sampling.guidance_scale=1`` samples
-the conditional law itself, ``--config.sampling.guidance=classifier`` guides the unconditional
-score with a noise-conditional classifier trained in the run (``classifier`` group). The sweep of
-the guidance scale on all ten digits is ``benchmarks/guidance_digits.py`` (docs/benchmarks.md,
-"Digits: guidance and inpainting").
+the conditional and, with its null label, the unconditional score), then samples digit 3 from the
+conditional network, measured against the test images of class 3. The guidance scale ``gamma`` of
+``--config.sampling.guidance=cfg --config.sampling.guidance_scale=GAMMA`` trades diversity for
+sharpness: on all ten digits (``benchmarks/guidance_digits.py``, docs/benchmarks.md, "Digits:
+guidance and inpainting") ``gamma = 1``, the conditional law sampled here, is the best, with 99.3 %
+of samples classified as the requested digit at an FD of 0.97 times the unconditional model's;
+``gamma = 2`` gives 99.8 % at 2.4 times. ``--config.sampling.label`` picks another digit;
+``--config.sampling.guidance=classifier`` guides the null label's score with a noise-conditional
+classifier trained in the run (``classifier`` group).
+
+Label dropout 0.1 left the null label's samples at FD 160 (1,497 samples; 20.6 for the
+unconditional model), 0.2 at 22.1.
 """
 
 from configs.digits.vp import get_config as vp_config
@@ -16,9 +21,7 @@ from configs.digits.vp import get_config as vp_config
 
 def get_config():
     config = vp_config()
-    config.training.p_uncond = 0.2  # 0.1 left the null label's samples at FD 160 (docs)
+    config.training.p_uncond = 0.2
     config.sampling.label = 3
-    config.sampling.guidance = "cfg"
-    config.sampling.guidance_scale = 2.0
     config.eval.n_eval = 29  # a labelled run's bits/dim is of its class's test images (29-31)
     return config
