@@ -3,10 +3,10 @@
 A per-SDE file (``configs/digits/vp.py``, ``subvp.py``, ``ve.py``) starts from these;
 ``python -m scoresde.run --dataset digits --sde vp --sampler pc`` uses ``configs/digits/vp.py``.
 Every field not set here keeps its meaning from ``configs/default_toy.py`` (epsilon
-parameterisation with input scaling, EMA 0.999 with warm-up, one thread). The job is sized for 50 bare loops (2000 Adam steps of a 3 x 256 MLP at
-batch 512) on 2 CPU cores; ``benchmarks/images.py`` measures it (``docs/benchmarks.md``, "Digits:
-the default job"), and the step times below are ``benchmarks/unet.py``'s ("Digits: U-Net
-candidates"):
+parameterisation with input scaling, EMA 0.999 with warm-up, one thread). The job is sized for 50
+bare loops (2000 Adam steps of a 3 x 256 MLP at batch 512) on 2 CPU cores;
+``benchmarks/images.py`` measures it (``docs/benchmarks.md``, "Digits: the default job"), and the
+step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
 
 * ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
   block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, about 13 bare-loop steps per
@@ -22,16 +22,19 @@ candidates"):
   2.00 on 64 for the likelihood-weighted model). Likelihood weighting spends the updates near
   ``t = 0``, which bits/dim rewards and 8x8 samples do not need.
 * ``training.batch_size = 128``, ``n_iters = 4500``, ``lr = 1e-3`` after 200 warm-up updates:
-  4500 updates are 385 epochs of the 1,497 training images; in the measured job they took 40 bare
-  loops (113 updates per bare loop) of its 52.5, sampling and evaluation the other 12.5.
+  4500 updates are 385 epochs of the 1,497 training images; in the first measured job they took
+  40 bare loops (113 updates per bare loop) of its 52.5; on a later machine of the same kind, whose
+  bare loop was faster and convolutions slower, 79.5 of 94.7 (docs/benchmarks.md).
   (``lr`` was not tuned: one value, chosen before the first run.)
 * ``sampling.n_samples = 1497``: the sample-quality measures compare with the floor at equal n, and
   the FD floor is lowest (13.4) with all 1,497 training images against the test set (``24-52`` at
-  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 took 3.5 bare loops.
+  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 took 3.5 bare loops (6.7 on the
+  later machine).
 * ``eval.eps = 1e-2``: bits/dim is of the model's density at ``eps`` (a density of the
   dequantised data like any other, so still an upper bound on the discrete ``-log2 P(k) / D``),
   here the data blurred by ``sigma = 0.045``, about a third of the step between grey levels
-  (0.125). Measured on the default VP model (4,500 updates) over 100 test images: 2.375 +- 0.023
+  (0.125). Measured on the former default VP model (likelihood weighting, 4,500 updates) over
+100 test images: 2.375 +- 0.023
   bits/dim at ``eps = 1e-3`` (``sigma = 0.010``), 2.038 +- 0.021 at ``1e-2``, 2.546 +- 0.017 at
   ``3e-2`` (``sigma = 0.109``), and 2.635 +- 0.015 over all 300 at the toy default ``1e-5``: the
   uniform noise inside each bin has sharp edges that the model does not resolve at small ``sigma``,
@@ -39,11 +42,11 @@ candidates"):
 * ``eval.n_eval = 300``: the whole test split. ``eval.trace = "hutchinson"`` with
   ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
   probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree.
-* ``eval.rtol = eval.atol = 1e-4`` (the toy default is ``1e-5``): on the default VP model, 64 test
-  images with the same noise took 134 score evaluations instead of 272 and their bits/dim moved by
-  0.0005 on average (at most 0.017 for one image), a twentieth of the 300-image mean's standard
-  error; at ``1e-3``, 68 evaluations and 0.007 (0.11). The bits/dim and its exact check cost half
-  as much (the check was 3.9 bare loops at ``1e-5``).
+* ``eval.rtol = eval.atol = 1e-4`` (the toy default is ``1e-5``): on the likelihood-weighted VP
+  model, 64 test images with the same noise took 134 score evaluations instead of 272 and their
+  bits/dim moved by 0.0005 on average (at most 0.017 for one image), a twentieth of the 300-image
+  mean's standard error; at ``1e-3``, 68 evaluations and 0.007 (0.11). The bits/dim and its
+  exact check cost half as much (the check was 3.9 bare loops at ``1e-5``).
 * The training curve of held-out bits/dim (``eval.n_curve``) is off: a point of 16 images cost
   1.1 bare loops at ``1e-5`` (half that at ``1e-4``), so ``--config.training.eval_every=1000
   --config.eval.n_curve=16`` adds about 2.5 bare loops to the job.
