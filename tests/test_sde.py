@@ -100,18 +100,21 @@ def moment_ode(sde: SDE, ts: list[float]) -> tuple[np.ndarray, np.ndarray]:
         f, g = coefficients(sde, t)
         return [f * y[0], 2 * f * y[1] + g * g]
 
-    # Pure relative error control (atol ~ 0): the variance starts at 0 for most SDEs.
-    sol = solve_ivp(
-        rhs,
-        (0.0, ts[-1]),
-        [1.0, initial_var(sde)],
-        method="DOP853",
-        t_eval=ts,
-        rtol=1e-11,
-        atol=1e-30,
-    )
-    assert sol.success, sol.message
-    return sol.y[0], sol.y[1]
+    # Solved piecewise between the times where a coefficient's derivative jumps (the cosine
+    # schedule's clip), which a step-size controller does not see: across the kink at t_c = 0.989
+    # of VPSDE(beta_max=174, schedule="cosine") one solve was off by 9e-8 relative.
+    schedule = getattr(sde, "schedule", None)
+    kinks = [k for k in [getattr(schedule, "clip_time", None)] if k is not None and 0 < k < ts[-1]]
+    y, out = [1.0, initial_var(sde)], {}
+    for start, stop in zip([0.0, *kinks], [*kinks, ts[-1]], strict=True):
+        at = sorted({t for t in ts if start < t <= stop} | {stop})
+        # Pure relative error control (atol ~ 0): the variance starts at 0 for most SDEs.
+        sol = solve_ivp(rhs, (start, stop), y, method="DOP853", t_eval=at, rtol=1e-11, atol=1e-30)
+        assert sol.success, sol.message
+        out.update({t: (a, v) for t, a, v in zip(at, sol.y[0], sol.y[1], strict=True)})
+        y = [sol.y[0][-1], sol.y[1][-1]]
+    alpha, var = zip(*(out[t] for t in ts), strict=True)
+    return np.array(alpha), np.array(var)
 
 
 # -- marginal_prob --------------------------------------------------------------------------------

@@ -66,9 +66,9 @@ class CosineSchedule(BetaSchedule):
     / (1 + s)``, ``s = 0.008``, i.e. ``beta(t) = pi / (1 + s) tan(u(t))``.
 
     That ``beta`` diverges at ``t = 1``; as Nichol & Dhariwal clip it, it is clipped here at
-    ``beta_max`` (past the time ``t_c`` where ``beta(t_c) = beta_max``), which keeps ``B(t)`` in
-    closed form: ``B(t) = B(t_c) + beta_max (t - t_c)`` for ``t > t_c``. DDPM betas
-    ``min(1 - alpha_bar(t_{i+1}) / alpha_bar(t_i), 0.999)`` on the grid ``t_i = i / N``.
+    ``beta_max`` (past the time ``t_c`` where ``beta(t_c) = beta_max``, :attr:`clip_time`), which
+    keeps ``B(t)`` in closed form: ``B(t) = B(t_c) + beta_max (t - t_c)`` for ``t > t_c``. DDPM
+    betas ``min(1 - alpha_bar(t_{i+1}) / alpha_bar(t_i), 0.999)`` on the grid ``t_i = i / N``.
     """
 
     S = 0.008
@@ -79,15 +79,16 @@ class CosineSchedule(BetaSchedule):
         self._u0 = self._a * self.S
         u_c = math.atan(self.beta_max / (2 * self._a))  # beta(t_c) = 2 a tan(u(t_c)) = beta_max
         # beta(0) > beta_max (a tiny beta_max) clips beta everywhere: t_c = 0.
-        self._t_c = min(max((u_c - self._u0) / self._a, 0.0), 1.0)
+        self.clip_time = min(max((u_c - self._u0) / self._a, 0.0), 1.0)
+        """``t_c``: ``beta`` is clipped at ``beta_max`` past it (its derivative jumps there)."""
 
     def beta(self, t: Tensor) -> Tensor:
         u = self._u0 + self._a * t
         tangent = 2 * self._a * torch.tan(u.clamp(max=math.pi / 2 - 1e-6))
-        return torch.where(t < self._t_c, tangent, self.beta_max)
+        return torch.where(t < self.clip_time, tangent, self.beta_max)
 
     def integrated(self, t: Tensor) -> Tensor:
-        tc = torch.clamp(t, max=self._t_c)
+        tc = torch.clamp(t, max=self.clip_time)
         # B = -2 log(cos(u0 + a t) / cos(u0)), with the ratio's distance from 1 written as
         # -2 sin(u0 + a t / 2) sin(a t / 2) / cos(u0) so that B keeps its relative precision as
         # t -> 0 (1 - cos ratio cancels catastrophically: 4% error in float32 at t = 1e-5).
