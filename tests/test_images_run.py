@@ -252,15 +252,8 @@ def test_a_labelled_digits_run_is_measured_against_its_class(tmp_path, capsys):
 
 
 def test_inpainted_digits_are_classified_against_their_true_class(tmp_path, capsys):
-    workdir = tmp_path / "run"
-    status, _, err = _main(
-        capsys,
-        "--dataset",
-        "digits",
-        "--workdir",
-        str(workdir),
-        "--config.sampling.inpaint=lower_half",
-    )
+    workdir, inpaint = tmp_path / "run", "--config.sampling.inpaint=lower_half"
+    status, _, err = _main(capsys, "--dataset", "digits", "--workdir", str(workdir), inpaint)
     assert status == 0, err
     sampling = json.loads((workdir / "metrics.json").read_text())["sampling"]
     assert sampling["nfe"] == 4  # 3 steps and the denoising step, as without inpainting
