@@ -217,6 +217,10 @@ def label_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -> flo
     """The fraction of ``images`` that ``classifier`` assigns to their ``labels`` ``(n,)``."""
     check_labels(labels, len(images))
     _, predicted = classify(classifier, images)
+    return _share_right(predicted, labels)
+
+
+def _share_right(predicted: Tensor, labels: Tensor) -> float:
     return float((predicted == labels.cpu()).double().mean())
 
 
@@ -280,5 +284,5 @@ def sample_quality(
         "nn_distance_median_test": float(nn_test[:, 0].median()),
     }
     if labels is not None:
-        out["label_accuracy"] = float((predicted == labels.cpu()).double().mean())
+        out["label_accuracy"] = _share_right(predicted, labels)
     return out
