@@ -269,10 +269,16 @@ def summary(result: dict[str, Any], workdir: Path) -> str:
         what = f"{s['sampler']}, {s['n_samples']} samples"
         if "inpainting" in s:
             p = s["inpainting"]
+            images = "rmse_to_truth_levels" in p
             lines.append(
-                f"  inpainting    {p['mask']} of {s['n_samples']} test points, {s['sampler']}"
+                f"  inpainting    {p['mask']} of {s['n_samples']} test "
+                f"{'images' if images else 'points'}, {s['sampler']}"
             )
-            measured = [f"RMSE to the truth {_fmt(p['rmse_to_truth'])}"]
+            measured = [
+                f"RMSE to the truth {_fmt(p['rmse_to_truth_levels'])} grey levels"
+                if images
+                else f"RMSE to the truth {_fmt(p['rmse_to_truth'])}"
+            ]
             if "rmse_to_exact_mean" in p:
                 measured.append(
                     f"to the exact conditional mean {_fmt(p['rmse_to_exact_mean'])} "

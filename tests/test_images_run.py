@@ -253,7 +253,7 @@ def test_a_labelled_digits_run_is_measured_against_its_class(tmp_path, capsys):
 
 def test_inpainted_digits_are_classified_against_their_true_class(tmp_path, capsys):
     workdir, inpaint = tmp_path / "run", "--config.sampling.inpaint=lower_half"
-    status, _, err = _main(capsys, "--dataset", "digits", "--workdir", str(workdir), inpaint)
+    status, out, err = _main(capsys, "--dataset", "digits", "--workdir", str(workdir), inpaint)
     assert status == 0, err
     sampling = json.loads((workdir / "metrics.json").read_text())["sampling"]
     assert sampling["nfe"] == 4  # 3 steps and the denoising step, as without inpainting
@@ -267,6 +267,9 @@ def test_inpainted_digits_are_classified_against_their_true_class(tmp_path, caps
     expected = label_accuracy(parts.dataset, completed, truth.y)
     assert section["fraction_true_class"] == pytest.approx(expected)
     assert section["rmse_to_truth"] > 0
+    # the same error in grey levels: model units [-1, 1] are levels [0, 16]
+    assert section["rmse_to_truth_levels"] == pytest.approx(8 * section["rmse_to_truth"], rel=1e-5)
+    assert "lower_half of 12 test images" in out and "grey levels" in out
     assert (workdir / "samples.png").is_file() and not (workdir / "process.png").exists()
 
 
