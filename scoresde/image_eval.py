@@ -122,11 +122,12 @@ def likelihood_section(
     return section
 
 
-def curve_bpd(parts: Parts, score_fn: ScoreFn, test_levels: Tensor, seed: int) -> float:
-    """The mean bits/dim of ``test_levels`` with the run's likelihood settings, the noise from
-    ``seed``: a point of the training curve (:func:`scoresde.pipeline.train`)."""
+def curve_bpd(parts: Parts, score_fn: ScoreFn, test_levels: Tensor, seed: int) -> Tensor:
+    """Bits/dim of each of ``test_levels`` (float64 on the CPU) with the run's likelihood
+    settings, the noise from ``seed``: a rank's share of a point of the training curve
+    (:func:`scoresde.pipeline.train`)."""
     bpd, _, _ = _bpd(parts, score_fn, test_levels, seed)
-    return float(bpd.mean())
+    return bpd
 
 
 def baselines_section(dataset: Dataset, test_levels: Tensor) -> dict[str, Any]:

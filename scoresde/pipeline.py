@@ -647,7 +647,7 @@ def train(
     held_out = (LabelledBatch(test.x, test.y) if labels else test.x).to(parts.device)
     start = _resume_step(workdir)
 
-    curve_seed = parts.generator("curve").initial_seed()
+    curve_seed = parts.generator("curve", distributed.rank()).initial_seed()
 
     def held_out_loss(ema_model: nn.Module, step: int) -> dict[str, float]:
         with torch.no_grad():
@@ -675,15 +675,18 @@ def train(
 def _held_out_likelihood(parts: Parts, ema_model: nn.Module, test: Any, seed: int) -> dict:
     """The likelihood curve's point: the EMA model's unconditional likelihood of the first
     ``eval.n_curve`` held-out points, ``test_bpd`` (images, :func:`scoresde.bits_per_dim`) or
-    ``test_nll`` (nats), with the noise of ``seed`` at every point of the curve (paired)."""
-    n = parts.config.eval.n_curve
+    ``test_nll`` (nats), with the noise of ``seed`` at every point of the curve (paired). In a
+    multi-process run each rank computes its share of the points with its own ``seed`` (the
+    ``"curve"`` stream of its rank) and the shares are gathered."""
+    rows = distributed.shard(parts.config.eval.n_curve)
     score_fn = unconditional(parts.cond_score_fn(ema_model))
     if parts.dataset.num_levels is not None:
-        return {"test_bpd": image_eval.curve_bpd(parts, score_fn, test.levels[:n], seed)}
+        bpd = image_eval.curve_bpd(parts, score_fn, test.levels[rows], seed)
+        return {"test_bpd": float(distributed.gather(bpd.to(parts.device)).mean())}
     generator = torch.Generator(device=parts.device).manual_seed(seed)
-    x = test.x[:n].to(parts.device)
+    x = test.x[rows].to(parts.device)
     logp = log_likelihood(parts.sde, score_fn, x, generator=generator, **parts.likelihood)
-    return {"test_nll": -float(logp.mean())}
+    return {"test_nll": -float(distributed.gather(logp).mean())}
 
 
 def _resume_step(workdir: str | os.PathLike[str] | None) -> int:

@@ -149,6 +149,8 @@ CLI = [
     "--config.eval.method=euler",
     "--config.eval.n_process_times=2",
     "--config.sde.N=50",
+    "--config.training.eval_every=6",
+    "--config.eval.n_curve=5",
 ]
 
 

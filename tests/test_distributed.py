@@ -125,6 +125,25 @@ def test_sharded_likelihood_matches_one_process(two):
     assert metrics["likelihood"]["nfe"] == measured.likelihood["nfe"]
 
 
+def test_the_likelihood_curve_is_sharded_and_matches_one_process(two):
+    # Each rank computes its share of the curve's 5 points (2 and 3) and the shares are gathered:
+    # the last point is one process's likelihood of the same points under the final EMA model
+    # (exact trace, Euler: no noise, each point independent of the others).
+    out, _ = two
+    evals = json.loads((out / "cli" / "metrics.json").read_text())["training"]["evals"]
+    assert [e["step"] for e in evals] == [6, 12]
+    config = load_config_file(ROOT / "configs" / "toy" / "vp.py")
+    from scoresde.run import apply_overrides
+
+    apply_overrides(config, [tuple(a[len("--config.") :].split("=")) for a in worker.CLI[1:]])
+    parts = pipeline.build(config)
+    checkpoint = load_checkpoint(list_checkpoints(out / "cli" / "checkpoints")[-1])
+    ema = pipeline.load_trained(parts, checkpoint).ema_model
+    test = parts.dataset.split("test", config.training.batch_size, parts.generator("eval"))
+    one = pipeline._held_out_likelihood(parts, ema, test, seed=0)
+    assert evals[-1]["test_nll"] == pytest.approx(one["test_nll"], rel=1e-5)
+
+
 def test_one_process_resumes_a_two_process_run(two, tmp_path):
     out, _ = two
     workdir = tmp_path / "cli"
