@@ -367,6 +367,15 @@ MUTATIONS = [
         ("tests/test_image_metrics.py",),
     ),
     Mutation(
+        "an inpainting run's error in grey levels over the known entries, not the hidden",
+        "scoresde/pipeline.py",
+        'measures["rmse_to_truth_levels"] = float(error[hidden].double().square().mean().sqrt())',
+        'measures["rmse_to_truth_levels"] = float(error[~hidden].double().square().mean().sqrt())',
+        (
+            "tests/test_images_run.py::test_inpainted_digits_are_classified_against_their_true_class",
+        ),
+    ),
+    Mutation(
         "label accuracy compares the predictions with the labels shifted by one",
         "scoresde/image_metrics.py",
         "return float((predicted == labels.cpu()).double().mean())",
@@ -381,6 +390,15 @@ MUTATIONS = [
         "out.update(_held_out_likelihood(parts, parts.model, test, curve_seed))",
         (
             "tests/test_images_run.py::test_the_bits_per_dim_curve_is_the_ema_models_on_the_first_test_images",
+        ),
+    ),
+    Mutation(
+        "the likelihood curve's shards are not gathered (each rank keeps the mean of its own)",
+        "scoresde/pipeline.py",
+        'return {"test_nll": -float(distributed.gather(logp).mean())}',
+        'return {"test_nll": -float(logp.mean())}',
+        (
+            "tests/test_distributed.py::test_the_likelihood_curve_is_sharded_and_matches_one_process",
         ),
     ),
     Mutation(
