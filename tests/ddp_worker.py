@@ -121,9 +121,17 @@ def checks(out: Path) -> None:
     report["ema"] = flat(result.ema_model)
     report["losses"] = result.losses
 
-    # the command line, 2 processes
+    # the command line, 2 processes, recording the points of every likelihood this rank solves
+    from scoresde import pipeline
     from scoresde.run import main
 
+    solve, report["likelihood_rows"] = pipeline.log_likelihood, []
+
+    def counted(sde: object, score_fn: object, x: torch.Tensor, **options: object) -> object:
+        report["likelihood_rows"].append(x.shape[0])
+        return solve(sde, score_fn, x, **options)
+
+    pipeline.log_likelihood = counted
     report["cli_status"] = main([f"--workdir={out / 'cli'}", *CLI])
     report["writes"] = writes
     (out / f"rank{rank}.json").write_text(json.dumps(report))

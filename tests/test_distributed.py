@@ -129,9 +129,12 @@ def test_the_likelihood_curve_is_sharded_and_matches_one_process(two):
     # Each rank computes its share of the curve's 5 points (2 and 3) and the shares are gathered:
     # the last point is one process's likelihood of the same points under the final EMA model
     # (exact trace, Euler: no noise, each point independent of the others).
-    out, _ = two
+    out, reports = two
     evals = json.loads((out / "cli" / "metrics.json").read_text())["training"]["evals"]
     assert [e["step"] for e in evals] == [6, 12]
+    # after build's one-point check of the settings, the curve's two points: rank 0 solves 2
+    # points each time, rank 1 the other 3 (then each its share of the final 20 and of the grid)
+    assert [r["likelihood_rows"] for r in reports] == [[1, 2, 2, 10, 8], [1, 3, 3, 10, 8]]
     config = load_config_file(ROOT / "configs" / "toy" / "vp.py")
     from scoresde.run import apply_overrides
 
