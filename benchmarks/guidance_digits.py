@@ -169,8 +169,18 @@ def sweep_row(parts: pipeline.Parts, score_fn: ScoreFn, labels: Tensor, seed: in
     return {**quality, "samples": samples, "calls": counted.rows / len(labels), "wall": wall}
 
 
+def smc_name(k: int, twist: bool) -> str:
+    """The table's name of SMC with ``k`` particles (twisted or not)."""
+    return f"SMC{', twisted' if twist else ''}, K = {k}"
+
+
 def inpainting(
-    parts: pipeline.Parts, score_fn: ScoreFn, n: int, particles: list[int], seed: int
+    parts: pipeline.Parts,
+    score_fn: ScoreFn,
+    n: int,
+    particles: list[int],
+    twist: bool,
+    seed: int,
 ) -> tuple[dict[str, dict], dict[str, Tensor]]:
     """The first ``n`` test digits' lower halves inpainted by replacement and by SMC with each
     particle count (module docstring): a row per method and the completions."""
@@ -206,7 +216,7 @@ def inpainting(
     for k in particles:
         counted, began = Counted(score_fn), time.perf_counter()
         cloud = inpaint_particles(
-            parts.sde, counted, x0, mask, particles=k,
+            parts.sde, counted, x0, mask, particles=k, twist=twist,
             generator=torch.Generator().manual_seed(seed), **grid,
         )  # fmt: skip
         wall = time.perf_counter() - began
@@ -218,7 +228,8 @@ def inpainting(
             weights.float(), 1, generator=torch.Generator().manual_seed(seed + 1)
         )
         x = cloud.x[torch.arange(n), draw[:, 0]].float()
-        row(f"SMC, K = {k}", x, counted, wall, weighted=float((weights * right).sum(1).mean()))
+        weighted = float((weights * right).sum(1).mean())
+        row(smc_name(k, twist), x, counted, wall, weighted=weighted)
     rows["the test images themselves"] = {
         "accuracy": label_accuracy(parts.dataset, x0, y0),
         "rmse_levels": 0.0,
@@ -233,7 +244,7 @@ def inpainting_table(nets: Networks, args: argparse.Namespace) -> dict[str, Tens
     parts = nets.plain
     n = args.n_inpaint
     rows, completed = inpainting(
-        parts, parts.score_fn(nets.plain_net), n, args.particles, args.seed
+        parts, parts.score_fn(nets.plain_net), n, args.particles, args.twist, args.seed
     )
     exact, exact_err = exact_completion_share(parts.dataset, n)
     print(
@@ -251,10 +262,10 @@ def inpainting_table(nets: Networks, args: argparse.Namespace) -> dict[str, Tens
         f"| kernel estimate of E[p(y_true | upper half)], an exact sampler's share (rough, "
         f"probably low) | {exact:.3f} +- {exact_err:.3f} | | | | |"
     )
-    k = max(args.particles)
-    best, target = rows[f"SMC, K = {k}"], TARGETS["inpaint_accuracy"]
+    name = smc_name(max(args.particles), args.twist)
+    best, target = rows[name], TARGETS["inpaint_accuracy"]
     print(
-        f"\nSMC, K = {k}: {best['accuracy']:.3f} completed to the true digit (weighted share of "
+        f"\n{name}: {best['accuracy']:.3f} completed to the true digit (weighted share of "
         f"all particles {best['weighted']:.3f}; target >= {target}: "
         f"{'met' if best['accuracy'] >= target else 'missed'})"
     )
@@ -393,6 +404,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "guidance", "inpainting"), default="all")
     parser.add_argument("--particles", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--n-inpaint", type=int, default=100, help="test digits to inpaint")
+    parser.add_argument("--twist", action="store_true", help="SMC with twisting functions")
     parser.add_argument("--figures", type=Path, default=None, help="where the figures go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke run (QUICK)")

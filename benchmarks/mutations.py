@@ -247,6 +247,20 @@ MUTATIONS = [
         ("tests/test_inpainting.py",),
     ),
     Mutation(
+        "twisted SMC keeps the last twist in the final weights",
+        "scoresde/inpainting.py",
+        "log_w = log_w - log_h_prev  # the final target has no twist",
+        "log_w = log_w - 0 * log_h_prev  # the final target has no twist",
+        ("tests/test_inpainting.py",),
+    ),
+    Mutation(
+        "twisted SMC adds each twist without dividing by the ancestor's",
+        "scoresde/inpainting.py",
+        "log_w = log_w + (log_h - log_h_prev)",
+        "log_w = log_w + log_h",
+        ("tests/test_inpainting.py",),
+    ),
+    Mutation(
         "label dropout keeps a label with probability p_uncond",
         "scoresde/guidance.py",
         "return torch.where(u < p_uncond, NULL_LABEL, y)",
