@@ -3,17 +3,18 @@
 A per-SDE file (``configs/digits/vp.py``, ``subvp.py``, ``ve.py``) starts from these;
 ``python -m scoresde.run --dataset digits --sde vp --sampler pc`` uses ``configs/digits/vp.py``.
 Every field not set here keeps its meaning from ``configs/default_toy.py`` (epsilon
-parameterisation with input scaling, EMA 0.999 with warm-up, one thread). The job is sized for 50
+parameterisation with input scaling, EMA 0.999 with warm-up). The job is sized for 50
 bare loops (2000 Adam steps of a 3 x 256 MLP at batch 512) on 2 CPU cores;
 ``benchmarks/images.py`` measures it (``docs/benchmarks.md``, "Digits: the default job"), and the
 step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
 
 * ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
-  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, about 13 bare-loop steps per
-  update at batch 128, so about 150 updates per bare loop. Attention at 4x4 costs about 4 % over the
-  same net without it; the next size up ("medium", 2.4 M parameters) costs 2.6 times as much per
-  update, which the budget cannot pay for enough updates. ``torch.compile`` did not help on the
-  CPU (slower per update after compiling).
+  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, 13 to 38 bare-loop steps per
+  update at batch 128 with one thread (two machines of the same kind: the bare loop is dense
+  matrix products, the U-Net convolutions, and they do not scale alike). Attention at 4x4 costs
+  about 4 % over the same net without it; the next size up ("medium", 2.4 M parameters) costs 2.6
+  times as much per update, which the budget cannot pay for enough updates. ``torch.compile`` did
+  not help on the CPU (slower per update after compiling).
 * ``training.weighting = "score_sde"`` (``lambda = sigma^2``: the plain epsilon-prediction loss,
   ``t`` uniform), not the toy default's likelihood weighting with importance-sampled ``t``: on the
   same 4,500 updates the likelihood-weighted model's samples scored FD 26.5 and 30.2 (two sampling
@@ -21,21 +22,26 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   instead of 0.80-0.82, while its bits/dim did not suffer (1.94 +- 0.02 on 100 test images against
   2.00 on 64 for the likelihood-weighted model). Likelihood weighting spends the updates near
   ``t = 0``, which bits/dim rewards and 8x8 samples do not need.
-* ``training.batch_size = 128``, ``n_iters = 4500``, ``lr = 1e-3`` after 200 warm-up updates:
-  4500 updates are 385 epochs of the 1,497 training images; in the first measured job they took
-  40 bare loops (113 updates per bare loop) of its 52.5; on a later machine of the same kind, whose
-  bare loop was faster and convolutions slower, 79.5 of 94.7 (docs/benchmarks.md).
-  (``lr`` was not tuned: one value, chosen before the first run.)
+* ``training.batch_size = 128``, ``n_iters = 3000``, ``lr = 1e-3`` after 200 warm-up updates:
+  257 epochs of the 1,497 training images. Along one run (EMA weights, 1,497 samples, one
+  sampling seed) the FD was 31.1 after 2,000 updates, 23.1 after 2,500 and 22.1 after 3,000;
+  four sampling seeds at 3,000 gave 17.8-24.8 (mean 21.3), 4,500 updates 20.6-22.8 over three,
+  within the spread between seeds, and bits/dim 1.958 against 1.965. ``lr = 2e-3`` was no better
+  (26.0, 23.4, 25.0), nor batch 64 or ``ch = 16`` for the same cost (docs/benchmarks.md). The
+  job took 403 s on 2 cores, 2.4 times less than with 4,500 updates on one thread.
+* ``threads = 0``: torch's default, a thread per core. The toy job keeps one thread (its matrices
+  are too small for a second to pay), but a U-Net update at batch 128 took 116 ms with two threads
+  against 188 ms with one on the 2-core machine (0.62 times). On a machine shared with another
+  job, set ``--config.threads=1``: two threads then wait on each other.
 * ``sampling.n_samples = 1497``: the sample-quality measures compare with the floor at equal n, and
   the FD floor is lowest (13.4) with all 1,497 training images against the test set (``24-52`` at
-  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 took 3.5 bare loops (6.7 on the
-  later machine).
+  300); ``num_steps = 100`` Euler-Maruyama steps at batch 1,497 took 35 s with two threads.
 * ``eval.eps = 1e-2``: bits/dim is of the model's density at ``eps`` (a density of the
   dequantised data like any other, so still an upper bound on the discrete ``-log2 P(k) / D``),
   here the data blurred by ``sigma = 0.045``, about a third of the step between grey levels
   (0.125). Measured on the former default VP model (likelihood weighting, 4,500 updates) over
-100 test images: 2.375 +- 0.023
-  bits/dim at ``eps = 1e-3`` (``sigma = 0.010``), 2.038 +- 0.021 at ``1e-2``, 2.546 +- 0.017 at
+  100 test images: 2.375 +- 0.023 bits/dim at ``eps = 1e-3`` (``sigma = 0.010``), 2.038 +- 0.021
+  at ``1e-2``, 2.546 +- 0.017 at
   ``3e-2`` (``sigma = 0.109``), and 2.635 +- 0.015 over all 300 at the toy default ``1e-5``: the
   uniform noise inside each bin has sharp edges that the model does not resolve at small ``sigma``,
   and too much blur spreads mass over neighbouring bins.
@@ -61,6 +67,7 @@ def get_default_configs() -> ConfigDict:
     config = toy_defaults()
     config.data.name = "digits"
     config.device = "auto"  # a GPU where CUDA is available (the toy job stays on the CPU)
+    config.threads = 0  # torch's default: a thread per core
 
     model = config.model
     model.name = "unet"
@@ -74,7 +81,7 @@ def get_default_configs() -> ConfigDict:
     training.weighting = "score_sde"
     training.importance_sampling = False
     training.batch_size = 128
-    training.n_iters = 4500
+    training.n_iters = 3000
     training.lr = 1e-3
     training.warmup = 200
     training.checkpoint_every = 1000
