@@ -135,6 +135,7 @@ def get_default_configs() -> ConfigDict:
     sampling.inpaint = "none"  # "lower_half", "left_half", "random:P" or a mask file (.npy)
     sampling.inpaint_method = "replacement"  # or "smc"
     sampling.particles = 64  # smc's particles per observation
+    sampling.twist = False  # smc's twisting functions (scoresde.inpaint_particles)
 
     # The noise-conditional classifier of sampling.guidance = "classifier": the network of the
     # model group with a C-way head, trained with the training group's other settings.

@@ -1,7 +1,7 @@
 """Conditional generation in a run: a class label, guidance and inpainting, from the config.
 
 The ``sampling`` fields ``label``, ``guidance``, ``guidance_scale``, ``inpaint``,
-``inpaint_method``, ``particles`` and ``training.p_uncond`` say what a run samples;
+``inpaint_method``, ``particles``, ``twist`` and ``training.p_uncond`` say what a run samples;
 :func:`conditioning_of` checks them against the dataset (its ``shape`` and ``num_classes`` only, so
 points and images take the same flags) and returns a :class:`Conditioning`, which
 :func:`scoresde.pipeline.build` keeps in the run's parts. It composes the run's score function
@@ -88,7 +88,8 @@ class Conditioning:
         p_uncond: the label dropout of the score network's training; ``> 0``: a conditional network.
         num_classes: the dataset's classes (``None``: unlabelled).
         mask: the inpainting mask, shape ``D``, True where known; ``None``: no inpainting.
-        inpaint_method, particles: the arguments of :func:`scoresde.inpaint`.
+        inpaint_method, particles, twist: the arguments of :func:`scoresde.inpaint` (the last
+            two for ``"smc"`` only).
         target: the law the samples are measured against: the dataset, or its class ``label``.
     """
 
@@ -100,6 +101,7 @@ class Conditioning:
     mask: Tensor | None
     inpaint_method: str
     particles: int
+    twist: bool
     target: Any
 
     @property
@@ -154,7 +156,8 @@ def conditioning_of(
     Raises:
         ConfigError: a label outside the dataset's classes or on unlabelled data, guidance without
             a label or without the network it needs, a guidance scale without guidance, label
-            dropout on unlabelled data, or a bad mask (module docstring).
+            dropout on unlabelled data, a bad mask (module docstring), or ``twist`` without SMC
+            inpainting.
     """
     s, classes = config.sampling, dataset.num_classes
     p_uncond = float(config.training.p_uncond)
@@ -181,6 +184,9 @@ def conditioning_of(
             f"config.sampling: {what} needs a conditional network (training.p_uncond > 0, e.g. "
             "0.1) or sampling.guidance = 'classifier'",
         )
+    if s.twist and (s.inpaint == "none" or s.inpaint_method != "smc"):
+        allowed = "False unless sampling.inpaint_method is 'smc' (and sampling.inpaint is set)"
+        raise ConfigError.refusing("sampling.twist", allowed, s.twist)
     if s.guidance == "none" and s.guidance_scale != 1:
         allowed = "1 without guidance (sampling.guidance is 'none')"
         raise ConfigError.refusing("sampling.guidance_scale", allowed, s.guidance_scale)
@@ -197,6 +203,7 @@ def conditioning_of(
         mask=mask,
         inpaint_method=s.inpaint_method,
         particles=s.particles,
+        twist=bool(s.twist),
         target=target,
     )
 
@@ -364,6 +371,7 @@ def inpaint_split(
     section: dict[str, Any] = {
         "method": conditioning.inpaint_method,
         "particles": conditioning.particles if conditioning.inpaint_method == "smc" else None,
+        "twist": conditioning.twist,
         "known_fraction": float(mask.float().mean()),
         "rmse_to_truth": _rmse(samples, truth, unknown),
     }
@@ -378,7 +386,12 @@ def inpaint_options(conditioning: Conditioning, sampling: dict[str, Any]) -> dic
     method = conditioning.inpaint_method
     if method == "smc":
         options = {k: v for k, v in sampling.items() if k in SMC_OPTIONS}
-        return {"method": method, "particles": conditioning.particles, **options}
+        return {
+            "method": method,
+            "particles": conditioning.particles,
+            "twist": conditioning.twist,
+            **options,
+        }
     return {"method": method, **sampling}
 
 

@@ -206,6 +206,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "sampling.inpaint": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a mask"),
     "sampling.inpaint_method": choice(INPAINT_METHODS),
     "sampling.particles": integer(1, 100_000),
+    "sampling.twist": boolean(),
     **{
         f"sampling.{name}": _sampler_option_rule(name, kind)
         for name, kind in sampler_option_types().items()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde import pipeline
+from scoresde import inpainting, pipeline
 from scoresde import run as cli
 from scoresde.conditioning import (
     ClassSubset,
@@ -320,6 +320,10 @@ BAD = [
     (["--config.sampling.inpaint=missing.npy"], "cannot read 'missing.npy'"),
     (["--config.sampling.particles=0"], "config.sampling.particles must be an integer in"),
     (
+        ["--config.sampling.inpaint=left_half", "--config.sampling.twist=True"],
+        "config.sampling.twist must be False unless sampling.inpaint_method is 'smc'",
+    ),
+    (
         ["--config.sampling.inpaint=left_half", "--config.sampling.inpaint_method=mcmc"],
         "config.sampling.inpaint_method must be one of 'replacement', 'smc'",
     ),
@@ -338,6 +342,16 @@ def test_bad_conditioning_is_one_line_before_any_work(tmp_path, capsys, argv, ex
 
 
 # -- runs ---------------------------------------------------------------------------------------
+
+
+def _recording(function, calls):
+    """``function``, recording the keyword arguments of every call in ``calls``."""
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return function(*args, **kwargs)
+
+    return recorded
 
 
 def _metrics(workdir):
@@ -364,12 +378,17 @@ def test_classifier_guidance_trains_its_classifier_beside_the_model(tmp_path, ca
     assert cli.main([*other, "--overwrite"]) == 0
 
 
-def test_an_inpainting_run_completes_test_data_and_measures_it(tmp_path, capsys):
+def test_an_inpainting_run_completes_test_data_and_measures_it(tmp_path, capsys, monkeypatch):
     argv = [*TINY, "--config.sampling.inpaint=lower_half", "--config.sampling.inpaint_method=smc"]
-    assert cli.main([*argv, "--config.sampling.particles=4", "--workdir", str(tmp_path)]) == 0
+    argv += ["--config.sampling.particles=4", "--config.sampling.twist=True"]
+    calls = []
+    recorded = _recording(inpainting.inpaint_particles, calls)
+    monkeypatch.setattr(inpainting, "inpaint_particles", recorded)
+    assert cli.main([*argv, "--workdir", str(tmp_path)]) == 0
     assert "inpainting    lower_half of 12 test points, smc" in capsys.readouterr().out
+    assert [(c["particles"], c["twist"]) for c in calls] == [(4, True), (4, True)]  # check, run
     section = _metrics(tmp_path)["sampling"]["inpainting"]
-    assert section["mask"] == "lower_half" and section["particles"] == 4
+    assert section["mask"] == "lower_half" and section["particles"] == 4 and section["twist"]
     assert section["rmse_to_exact_mean"] > 0 and section["exact_rmse_to_mean"] > 0
     assert not (tmp_path / "process.png").exists() and (tmp_path / "samples.png").exists()
     assert np.load(tmp_path / "samples.npy").shape == (12, 2)
