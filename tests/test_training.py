@@ -283,6 +283,7 @@ def test_resumed_runs_equal_the_uninterrupted_run_bitwise(tmp_path):
 def test_ctrl_c_finishes_the_update_checkpoints_it_and_the_run_resumes_bitwise(tmp_path):
     straight = train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **RUN)
     calls = []
+    handler = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
 
     def interrupted_at_7(model, x, generator):
         calls.append(None)
@@ -295,7 +296,7 @@ def test_ctrl_c_finishes_the_update_checkpoints_it_and_the_run_resumes_bitwise(t
     assert info.value.step == 7  # update 7 was finished, then saved (not a multiple of 4)
     assert info.value.checkpoint == tmp_path / "checkpoints" / "step_00000007"
     assert load_checkpoint(info.value.checkpoint).losses == straight.losses[:7]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler  # put back
     resumed = train(
         tiny_net(3), denoising_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **RUN
     )
