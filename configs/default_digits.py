@@ -30,8 +30,9 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   (26.0, 23.4, 25.0), nor batch 64 or ``ch = 16`` for the same cost (docs/benchmarks.md). The
   job took 403 s on 2 cores, 2.4 times less than with 4,500 updates on one thread.
 * ``threads = 0``: torch's default, a thread per core. The toy job keeps one thread (its matrices
-  are too small for a second to pay), but a U-Net update at batch 128 took 116 ms with two threads
-  against 188 ms with one on the 2-core machine (0.62 times). On a machine shared with another
+  are too small for a second to pay), but a U-Net update at batch 128 took 118 ms with two threads
+  against 169 ms with one on the 2-core machine (0.70 times; 0.62 in an earlier measurement;
+  ``benchmarks/unet.py --configs small --threads 2``). On a machine shared with another
   job, set ``--config.threads=1``: two threads then wait on each other.
 * ``sampling.n_samples = 1497``: the sample-quality measures compare with the floor at equal n, and
   the FD floor is lowest (13.4) with all 1,497 training images against the test set (``24-52`` at
