@@ -9,10 +9,10 @@ bare loops (2000 Adam steps of a 3 x 256 MLP at batch 512) on 2 CPU cores;
 step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
 
 * ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
-  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, 13 to 38 bare-loop steps per
-  update at batch 128 with one thread (two machines of the same kind: the bare loop is dense
-  matrix products, the U-Net convolutions, and they do not scale alike). Attention at 4x4 costs
-  about 4 % over the same net without it; the next size up ("medium", 2.4 M parameters) costs 2.6
+  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, 38 bare-loop steps per
+  update at batch 128 with one thread on the idle machine (13 in the candidates table, measured
+  while other jobs slowed the bare loop threefold). Attention at 4x4 costs
+  about 4 % over the same net without it; the next size up ("medium", 2.4 M parameters) costs 2.5
   times as much per update, which the budget cannot pay for enough updates. ``torch.compile`` did
   not help on the CPU (slower per update after compiling).
 * ``training.weighting = "score_sde"`` (``lambda = sigma^2``: the plain epsilon-prediction loss,

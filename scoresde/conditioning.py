@@ -371,7 +371,7 @@ def inpaint_split(
     section: dict[str, Any] = {
         "method": conditioning.inpaint_method,
         "particles": conditioning.particles if conditioning.inpaint_method == "smc" else None,
-        "twist": conditioning.twist,
+        "twist": conditioning.twist if conditioning.inpaint_method == "smc" else None,
         "known_fraction": float(mask.float().mean()),
         "rmse_to_truth": _rmse(samples, truth, unknown),
     }

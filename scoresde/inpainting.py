@@ -166,7 +166,7 @@ def inpaint(
             times, which must then be given as ``times`` (replacement happens only there).
             For ``"smc"``, the options of
             :func:`inpaint_particles` (``num_steps``, ``times``, ``grid``, ``eps``, ``rho``,
-            ``denoise``, ``resample_threshold``). Any other is refused by name.
+            ``denoise``, ``resample_threshold``, ``twist``). Any other is refused by name.
 
     Returns:
         ``(B, *D)`` samples, equal to ``observed`` where ``mask`` is True.

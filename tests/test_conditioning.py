@@ -324,6 +324,10 @@ BAD = [
         "config.sampling.twist must be False unless sampling.inpaint_method is 'smc'",
     ),
     (
+        ["--config.sampling.inpaint_method=smc", "--config.sampling.twist=True"],
+        "config.sampling.twist must be False unless sampling.inpaint_method is 'smc'",
+    ),
+    (
         ["--config.sampling.inpaint=left_half", "--config.sampling.inpaint_method=mcmc"],
         "config.sampling.inpaint_method must be one of 'replacement', 'smc'",
     ),
