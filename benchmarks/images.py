@@ -92,6 +92,11 @@ def rows(metrics: dict[str, Any], wall: float, bare: float) -> tuple[list[str], 
     return target, timing
 
 
+def seconds_by_threads(times: dict[int, float]) -> str:
+    """``{threads: seconds}`` as ``"8.6 s on 1 thread(s), 5.6 s on 2 thread(s)"``."""
+    return ", ".join(f"{t:.1f} s on {n} thread(s)" for n, t in times.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sde", default="vp")
@@ -103,13 +108,14 @@ def main() -> None:
     threads = torch.get_num_threads()  # torch's default, the digits job's
     torch.set_num_threads(1)
     before = {n: bare_loop(threads=n) for n in (1, threads)}
-    print(f"bare loop before: {before} s by threads", flush=True)
+    print(f"bare loop before: {seconds_by_threads(before)}", flush=True)
     wall, metrics = run_job(args.sde, args.dataset, workdir, ["--sampler", args.sampler, *extra])
     after = {n: bare_loop(threads=n) for n in (1, threads)}
     means = {n: (before[n] + after[n]) / 2 for n in before}
     bare = min(means.values())
     print(
-        f"job {wall:.0f} s; bare loop (s) before {before}, after {after} by threads; the job is "
+        f"job {wall:.0f} s; bare loop before: {seconds_by_threads(before)}, after: "
+        f"{seconds_by_threads(after)}; the job is "
         + ", ".join(f"{wall / m:.1f} bare loops of {n} thread(s)" for n, m in means.items()),
         flush=True,
     )
