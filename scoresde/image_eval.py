@@ -110,7 +110,7 @@ def likelihood_section(
         exact, _, exact_wall = _bpd(parts, score_fn, subset, seed, trace="exact")
         probes, _, _ = _bpd(parts, score_fn, subset, seed, trace="hutchinson")
         exact_mean, exact_se = mean_and_stderr(exact)
-        diff, diff_se = mean_and_stderr(probes - exact) if len(subset) > 1 else (0.0, 0.0)
+        diff, diff_se = mean_and_stderr(probes - exact)
         section["check"] = {
             "n": len(subset),
             "bpd_exact": exact_mean,

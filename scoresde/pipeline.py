@@ -421,6 +421,10 @@ def build(config: ConfigDict) -> Parts:
         if config.eval.n_eval > n_test:
             allowed = f"an integer in [2, {n_test}] (the test images of {target.name!r})"
             raise ConfigError.refusing("eval.n_eval", allowed, config.eval.n_eval)
+        n_check = config.eval.n_check
+        if n_check == 1 or n_check > config.eval.n_eval:
+            allowed = f"0 or an integer in [2, eval.n_eval = {config.eval.n_eval}]"
+            raise ConfigError.refusing("eval.n_check", allowed, n_check)
     _check_curve(config, dataset)
     if config.model.data_std is None:
         points = _draw(dataset, 10_000, stream_generator(config.seed, "data_std"))

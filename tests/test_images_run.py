@@ -200,6 +200,14 @@ BAD = [
         "config.eval.n_eval must be an integer in [2, 300]",
     ),
     (
+        ["--dataset", "digits", "--config.eval.n_check=1"],
+        "config.eval.n_check must be 0 or an integer in [2, eval.n_eval = 4]; got 1",
+    ),
+    (
+        ["--dataset", "digits", "--config.eval.n_eval=3", "--config.eval.n_check=4"],
+        "config.eval.n_check must be 0 or an integer in [2, eval.n_eval = 3]; got 4",
+    ),
+    (
         ["--dataset", "digits", "--config.eval.n_curve=3"],
         "config.eval.n_curve must be 0 while training.eval_every = 0",
     ),
