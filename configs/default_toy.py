@@ -98,6 +98,7 @@ def get_default_configs() -> ConfigDict:
     training.n_iters = 10000
     training.lr = 2e-3
     training.warmup = 200
+    training.lr_schedule = "constant"  # or "cosine": decay towards 0 at n_iters after warm-up
     training.grad_clip = 1.0
     training.ema_decay = 0.999
     training.ema_warmup = True  # decay min(ema_decay, (1 + n) / (10 + n)): short runs are usable

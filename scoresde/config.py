@@ -44,7 +44,7 @@ from scoresde.registry import Registry
 from scoresde.sampling import GRIDS, SAMPLERS
 from scoresde.score import PARAMETERIZATIONS
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
-from scoresde.training import PRECISIONS
+from scoresde.training import LR_SCHEDULES, PRECISIONS
 from scoresde.validation import (
     Rule,
     boolean,
@@ -179,6 +179,7 @@ FIELDS: dict[str, Rule | Registry] = {
     "training.n_iters": integer(1),
     "training.lr": number(0, 1, low_open=True),
     "training.warmup": integer(0),
+    "training.lr_schedule": choice(LR_SCHEDULES),
     "training.grad_clip": optional(positive()),
     "training.ema_decay": number(0, 1, high_open=True),
     "training.ema_warmup": boolean(),
@@ -362,13 +363,20 @@ def sde_options(config: ConfigDict) -> dict[str, Any]:
     return {name: c[name] for name in takes if name in c}
 
 
-#: Training fields that do not change the trained model: a run may resume with other values.
+#: Training fields that do not change the trained model: a run may resume with other values
+#: (``n_iters`` only under the constant learning-rate schedule: the cosine one depends on it).
 BOOKKEEPING = ("n_iters", "checkpoint_every", "eval_every")
 
 
 def trained_fields(config: ConfigDict) -> dict[str, Any]:
     """The part of ``config`` that determines the trained model, as JSON values: ``seed``,
-    ``data``, ``model``, ``sde`` and ``training`` without :data:`BOOKKEEPING`."""
+    ``data``, ``model``, ``sde`` and ``training`` without :data:`BOOKKEEPING` (keeping
+    ``n_iters`` under the cosine schedule)."""
     plain = json.loads(config.to_json())
-    training = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING}
+    cosine = plain["training"]["lr_schedule"] == "cosine"
+    training = {
+        k: v
+        for k, v in plain["training"].items()
+        if k not in BOOKKEEPING or (k == "n_iters" and cosine)
+    }
     return {**{k: plain[k] for k in ("seed", "data", "model", "sde")}, "training": training}

@@ -327,6 +327,22 @@ def _in_group(group: str, step: Callable[[], Any]) -> Any:
         raise ConfigError.in_group(group, str(err)) from err
 
 
+def _check_schedule(config: ConfigDict, trains_classifier: bool) -> None:
+    """Refuse a cosine learning-rate schedule with no updates after its warm-up."""
+    c = config.training
+    if c.lr_schedule != "cosine":
+        return
+    fields = ["training.n_iters"] + (["classifier.n_iters"] if trains_classifier else [])
+    for field in fields:
+        group, name = field.split(".")
+        if config[group][name] <= c.warmup:
+            allowed = (
+                f"an integer above training.warmup = {c.warmup} (the cosine schedule decays over "
+                "the updates after the warm-up)"
+            )
+            raise ConfigError.refusing(field, allowed, config[group][name])
+
+
 def _check_processes(config: ConfigDict, world: int) -> None:
     """Refuse sizes that do not split over ``world`` processes."""
     c = config.training
@@ -391,6 +407,7 @@ def build(config: ConfigDict) -> Parts:
     dataset = _in_group("data", lambda: _dataset(config))
     shape = tuple(dataset.shape)
     conditioning = conditioning_of(config, dataset, stream_generator(config.seed, "inpaint"))
+    _check_schedule(config, conditioning.trains_classifier)
     check_memory(config, sde, shape)
     model = _in_group(
         "model",
@@ -623,8 +640,8 @@ def train_settings(config: ConfigDict) -> dict[str, Any]:
     """The keyword arguments of :func:`scoresde.training.train` set by ``config.training``."""
     c = config.training
     names = (
-        "n_iters", "lr", "warmup", "grad_clip", "ema_decay", "ema_warmup", "checkpoint_every",
-        "precision",
+        "n_iters", "lr", "warmup", "lr_schedule", "grad_clip", "ema_decay", "ema_warmup",
+        "checkpoint_every", "precision",
     )  # fmt: skip
     return {name: c[name] for name in names}
 

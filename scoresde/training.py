@@ -5,11 +5,13 @@ Update ``k = 1, ..., n_iters`` of :func:`train` (:func:`train_step`) is::
     x_k      = sample_batch(generator)
     L_k      = loss_fn(model, x_k, generator)
     g_k      = grad L_k * min(1, c / ||grad L_k||)        gradient-norm clipping at c = grad_clip
-    lr_k     = lr * min(1, k / warmup)                     linear warm-up (see warmup_lr)
+    lr_k     = lr * min(1, k / warmup) * c_k                linear warm-up, then the schedule c_k
     theta_k  = Adam(theta_{k-1}, g_k, lr_k)
     ema_k    = d_k ema_{k-1} + (1 - d_k) theta_k           see EMA
 
-The EMA weights are the ones to sample with (Song et al. 2021 use decay 0.999 to 0.9999).
+with ``c_k = 1`` (schedule ``"constant"``) or a cosine decay from 1 towards 0 at ``n_iters``
+(``"cosine"``; see :func:`learning_rate`). The EMA weights are the ones to sample with (Song et al.
+2021 use decay 0.999 to 0.9999).
 
 The loop is three parts, each usable alone: :class:`TrainState` (what an update changes, started
 fresh by :meth:`TrainState.fresh` or from a checkpoint by :meth:`TrainState.resume`),
@@ -83,13 +85,17 @@ __all__ = [
     "differences",
     "train",
     "train_step",
-    "warmup_lr",
+    "learning_rate",
+    "LR_SCHEDULES",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``precision`` -> the dtype the loss's forward pass is autocast to (``None``: none, float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+#: The learning-rate schedules after warm-up (:func:`learning_rate`).
+LR_SCHEDULES = ("constant", "cosine")
 
 TrainingLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 """``loss_fn(model, batch, generator) -> scalar loss``, all its noise drawn from ``generator``.
@@ -155,13 +161,31 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"training interrupted after step {step}{where}")
 
 
-def warmup_lr(step: int, lr: float, warmup: int) -> float:
-    """The learning rate of update ``step`` (1-based): ``lr * min(1, step / warmup)``.
+def learning_rate(
+    step: int, lr: float, warmup: int, schedule: str = "constant", n_iters: int | None = None
+) -> float:
+    """The learning rate of update ``step`` (1-based), ``lr * min(1, k / warmup) * c_k``::
+
+        c_k = 1                                                    schedule "constant"
+        c_k = (1 + cos(pi * max(0, k - 1 - warmup) / (n_iters - warmup))) / 2
+                                                                   schedule "cosine"
 
     The rate climbs linearly from ``lr / warmup`` at the first update to ``lr`` at update
-    ``warmup`` and stays there; ``warmup = 0`` means the full rate from the start.
+    ``warmup`` (``warmup = 0``: the full rate from the start). ``"constant"`` then stays there;
+    ``"cosine"`` (Loshchilov & Hutter, 2017, without restarts) falls from ``lr`` at update
+    ``warmup + 1`` to ``lr (1 - cos(pi / (n_iters - warmup))) / 2``, a little above 0, at the last
+    update ``n_iters``, which it needs (above ``warmup``).
     """
-    return lr if warmup == 0 else lr * min(1.0, step / warmup)
+    check_choice("schedule", schedule, LR_SCHEDULES)
+    rate = lr if warmup == 0 else lr * min(1.0, step / warmup)
+    if schedule == "constant":
+        return rate
+    if n_iters is None or n_iters <= warmup:
+        raise ValueError(
+            f"the cosine schedule needs n_iters above warmup = {warmup}; got n_iters = {n_iters}"
+        )
+    progress = max(0, step - 1 - warmup) / (n_iters - warmup)
+    return rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class EMA:
@@ -399,6 +423,7 @@ def train(
     lr: float,
     seed: int,
     warmup: int = 0,
+    lr_schedule: str = "constant",
     grad_clip: float | None = 1.0,
     ema_decay: float = 0.999,
     ema_warmup: bool = False,
@@ -427,7 +452,9 @@ def train(
         n_iters: total number of updates, resumed ones included.
         lr: Adam's learning rate after warm-up.
         seed: seeds the generator and torch's global RNG of a fresh run.
-        warmup: number of updates of linear learning-rate warm-up (:func:`warmup_lr`).
+        warmup: number of updates of linear learning-rate warm-up (:func:`learning_rate`).
+        lr_schedule: the rate after warm-up, ``"constant"`` or ``"cosine"`` (decaying towards 0
+            at ``n_iters``, which must exceed ``warmup``; see :func:`learning_rate`).
         grad_clip: clip the gradient's global 2-norm to this value; ``None`` does not clip.
         ema_decay, ema_warmup: see :class:`EMA`.
         weight_decay: Adam's L2 penalty.
@@ -439,9 +466,10 @@ def train(
             where it was interrupted); the returned numbers are logged and kept in the history.
         config: the run's JSON-able configuration, stored in each checkpoint.
         allow_config_change: resume even if the checkpoint's config or loop settings (``lr``,
-            ``warmup``, ``grad_clip``, ``ema_decay``, ``ema_warmup``, ``weight_decay``, ``seed``)
-            differ from these; otherwise that raises :class:`ConfigMismatchError`. ``n_iters``
-            may always change, to train longer.
+            ``warmup``, ``lr_schedule``, ``grad_clip``, ``ema_decay``, ``ema_warmup``,
+            ``weight_decay``, ``seed``) differ from these; otherwise that raises
+            :class:`ConfigMismatchError`. ``n_iters`` may change, to train longer, except under
+            the cosine schedule, whose every rate depends on it.
         progress: show a tqdm progress bar with the loss.
         log_every: log the mean loss of the last this many updates (logger ``scoresde.training``).
         precision: ``"fp32"``, or ``"bf16"`` to autocast the loss's forward pass to bfloat16
@@ -466,6 +494,7 @@ def train(
     check_positive("lr", lr)
     check_int("seed", seed, 0, 2**64 - 1)
     check_int("warmup", warmup, 0)
+    learning_rate(1, lr, warmup, lr_schedule, n_iters)  # refuses a bad schedule
     if grad_clip is not None:
         check_positive("grad_clip", grad_clip)
     check_number("weight_decay", weight_decay, 0)
@@ -487,6 +516,8 @@ def train(
     settings = {
         "lr": lr,
         "warmup": warmup,
+        "lr_schedule": lr_schedule,
+        "lr_decay_end": n_iters if lr_schedule == "cosine" else None,
         "grad_clip": grad_clip,
         "ema_decay": ema_decay,
         "ema_warmup": ema_warmup,
@@ -516,7 +547,7 @@ def train(
     with books, _deferred_interrupt() as interrupted:
         while state.step < n_iters:
             batch = sample_batch(state.generator).to(state.device)
-            rate = warmup_lr(state.step + 1, lr, warmup)
+            rate = learning_rate(state.step + 1, lr, warmup, lr_schedule, n_iters)
             train_step(
                 state, loss_fn, batch, lr=rate, grad_clip=grad_clip, last=saver.last,
                 precision=precision,

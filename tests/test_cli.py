@@ -266,6 +266,25 @@ def test_a_workdir_of_another_run_is_refused_unless_overwritten(tmp_path, capsys
     assert json.loads((tmp_path / "config.json").read_text())["training"]["lr"] == 0.01
 
 
+def test_a_cosine_run_is_refused_another_length_and_a_schedule_without_updates(tmp_path, capsys):
+    cosine = ["--config.training.lr_schedule=cosine", "--config.training.warmup=2"]
+    workdir = str(tmp_path)
+    assert _main(capsys, "--mode", "train", "--workdir", workdir, *cosine)[0] == 0
+    before = snapshot(tmp_path)
+    longer = "--config.training.n_iters=6"  # its rates were those of a 4-update run
+    status, _, err = _main(capsys, "--mode", "train", "--workdir", workdir, *cosine, longer)
+    assert status == 1
+    assert err.count("\n") == 1 and "training.n_iters: 4 in the checkpoint, now 6" in err
+    assert snapshot(tmp_path) == before
+    short = ["--config.training.n_iters=2", "--workdir", str(tmp_path / "b")]
+    status, _, err = _main(capsys, "--mode", "train", *cosine, *short)
+    assert status == 2 and not (tmp_path / "b").exists()
+    assert err == (
+        "scoresde: error: config.training.n_iters must be an integer above training.warmup = 2 "
+        "(the cosine schedule decays over the updates after the warm-up); got 2\n"
+    )
+
+
 def test_a_corrupt_checkpoint_is_reported_and_never_overwritten(tmp_path, capsys):
     workdir = str(tmp_path)
     assert _main(capsys, "--mode", "train", "--workdir", workdir)[0] == 0

@@ -1,6 +1,7 @@
 """The training loop: EMA maths, warm-up, clipping, convergence, exact resume, failures."""
 
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from scoresde.training import (
     NonFiniteLossError,
     TrainingInterrupted,
     TrainState,
+    learning_rate,
     train,
     train_step,
-    warmup_lr,
 )
 
 QUIET = {"progress": False, "seed": 0}
@@ -119,17 +120,42 @@ def test_ema_copy_is_frozen_copies_buffers_and_loads_into_a_model():
 # --- optimisation -----------------------------------------------------------------------------
 
 
-def test_warmup_lr_values():
-    assert [warmup_lr(k, 0.4, 4) for k in (1, 2, 3, 4, 5, 100)] == pytest.approx(
+def test_learning_rate_values():
+    assert [learning_rate(k, 0.4, 4) for k in (1, 2, 3, 4, 5, 100)] == pytest.approx(
         [0.1, 0.2, 0.3, 0.4, 0.4, 0.4], rel=1e-15
     )
-    assert warmup_lr(1, 0.4, 0) == 0.4
+    assert learning_rate(1, 0.4, 0) == 0.4
+    # Cosine after 2 warm-up updates over n_iters = 6: c_k = (1 + cos(pi (k - 3) / 4)) / 2.
+    cosine = [learning_rate(k, 0.4, 2, "cosine", 6) for k in range(1, 7)]
+    half = 0.5 * (1 + math.cos(math.pi / 4))
+    quarter = 0.5 * (1 + math.cos(3 * math.pi / 4))
+    assert cosine == pytest.approx([0.2, 0.4, 0.4, 0.4 * half, 0.2, 0.4 * quarter], rel=1e-14)
+    no_warmup = [learning_rate(k, 1.0, 0, "cosine", 4) for k in (1, 3, 4)]
+    assert no_warmup == pytest.approx([1.0, 0.5, 0.5 * (1 + math.cos(0.75 * math.pi))], rel=1e-14)
 
 
-def test_loop_applies_the_warmup_schedule():
+@pytest.mark.parametrize(
+    ("schedule", "n_iters", "message"),
+    [
+        ("linear", 10, "schedule must be one of 'constant', 'cosine'; got 'linear'"),
+        ("cosine", 2, "the cosine schedule needs n_iters above warmup = 2; got n_iters = 2"),
+        ("cosine", None, "the cosine schedule needs n_iters above warmup = 2; got n_iters = None"),
+    ],
+)
+def test_learning_rate_refuses_a_bad_schedule(schedule, n_iters, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        learning_rate(1, 0.1, 2, schedule, n_iters)
+    if n_iters is not None:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            train(Scalar(), linear_loss, slopes([1.0]), n_iters=n_iters, lr=0.1, warmup=2,
+                  lr_schedule=schedule, **QUIET)  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_loop_applies_the_learning_rate_schedule(schedule):
     # With a constant gradient g Adam's bias-corrected moments are exactly g and g^2, so update k
     # moves theta by -lr_k * g / (|g| + eps) = -lr_k (g = 0.5, eps = 1e-8: relative error 2e-8).
-    lr, warmup, n = 0.1, 4, 6
+    lr, warmup, n = 0.1, 4, 9
     result = train(
         Scalar(0.0),
         linear_loss,
@@ -137,13 +163,14 @@ def test_loop_applies_the_warmup_schedule():
         n_iters=n,
         lr=lr,
         warmup=warmup,
+        lr_schedule=schedule,
         ema_decay=0.0,
         **QUIET,
     )
-    expected = -sum(warmup_lr(k, lr, warmup) for k in range(1, n + 1))
-    assert result.model.theta.item() == pytest.approx(expected, rel=1e-7)
+    rates = [learning_rate(k, lr, warmup, schedule, n) for k in range(1, n + 1)]
+    assert result.model.theta.item() == pytest.approx(-sum(rates), rel=1e-7)
     assert result.ema_model.theta.item() == result.model.theta.item()  # decay 0: EMA = model
-    thetas_before = [-sum(warmup_lr(j, lr, warmup) for j in range(1, k)) for k in range(1, n + 1)]
+    thetas_before = [-sum(rates[: k - 1]) for k in range(1, n + 1)]
     assert result.losses == pytest.approx([0.5 * t for t in thetas_before], rel=1e-7)
 
 
@@ -302,6 +329,33 @@ def test_ctrl_c_finishes_the_update_checkpoints_it_and_the_run_resumes_bitwise(t
     )
     assert resumed.steps_run == 7
     assert_same_state(straight, resumed)
+
+
+def test_a_cosine_run_resumes_bitwise_and_refuses_another_length(tmp_path):
+    cosine = {**RUN, "lr_schedule": "cosine", "warmup": 2}
+    straight = train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **cosine)
+    # Interrupted during update 7 (last checkpoint at 4), the cosine run resumes bitwise.
+    calls = []
+
+    def crashing_loss(model, x, generator):
+        calls.append(None)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return denoising_loss(model, x, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), crashing_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **cosine)
+    resumed = train(
+        tiny_net(4), denoising_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **cosine
+    )
+    assert resumed.steps_run == 10
+    assert_same_state(straight, resumed)
+    # Its rates were those of 14 updates, so training on to 20 would not be the 20-update run.
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigMismatchError) as info:
+        train(tiny_net(), denoising_loss, gaussian_batch, n_iters=20, workdir=tmp_path, **cosine)
+    assert info.value.differences == ["train.lr_decay_end: 14 in the checkpoint, now 20"]
+    assert snapshot(tmp_path) == before
 
 
 def test_a_different_config_is_refused_unless_allowed(tmp_path):
