@@ -332,10 +332,24 @@ MUTATIONS = [
         ("tests/test_likelihood.py",),
     ),
     Mutation(
-        "exact trace reads the first column",
+        "exact trace sums the copies of one row, not one sample's rows",
         "scoresde/likelihood.py",
-        "        div = div + row.flatten(1)[:, i]",
-        "        div = div + row.flatten(1)[:, 0]",
+        "        div = div + (jac_rows.flatten(1) * units).sum(1).view(k, b).sum(0)",
+        "        div = div + (jac_rows.flatten(1) * units).sum(1).view(b, k).sum(1)",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
+        "exact trace counts the padding rows of the last pass",
+        "scoresde/likelihood.py",
+        "        units = (units * (rows < d).to(v.dtype)[:, None]).repeat_interleave(b, dim=0)",
+        "        units = units.repeat_interleave(b, dim=0)",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
+        "exact trace's unit vectors one row off",
+        "scoresde/likelihood.py",
+        "        rows = torch.arange(p * k, (p + 1) * k, device=v.device)  # the row copy j gives",
+        "        rows = torch.arange(p * k + 1, (p + 1) * k + 1, device=v.device)",
         ("tests/test_likelihood.py",),
     ),
     Mutation(

@@ -24,7 +24,7 @@ from scoresde import (
     bits_per_dim,
     log_likelihood,
 )
-from scoresde.likelihood import EXACT_TRACE_MAX_DIM
+from scoresde.likelihood import EXACT_TRACE_BATCH, EXACT_TRACE_MAX_DIM, _drift_and_exact_divergence
 
 EPS = 1e-5
 SDES = {
@@ -185,6 +185,43 @@ def test_hutchinson_probes_average(ring):
     ]
     # Expected ratio 1/2; the sample stds of 500 draws are each within a few percent.
     assert 0.4 <= (std[1] / std[0]).item() <= 0.6
+
+
+@pytest.mark.parametrize(
+    ("batch", "shape", "passes"),
+    [
+        (1, (5,), 1),  # every row in one product of 5 copies
+        (100, (3,), 2),  # 2 copies: rows (0, 1), then (2, and a zero vector)
+        (EXACT_TRACE_BATCH, (4,), 4),  # no copies: one product per row
+        (4, (1, 8, 8), 1),  # 64 copies of 4 images
+        (50, (2, 3, 3), 4),  # 5 copies: 20 rows for 18, the last two zero
+    ],
+)
+def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, passes):
+    # v(x) = tanh(W x + c) per sample, with a per-sample offset c so that every sample's trace
+    # sum_i (1 - tanh^2)_i W_ii differs; the reference is torch.func's Jacobian of each sample.
+    g = torch.Generator().manual_seed(0)
+    d = math.prod(shape)
+    weight = torch.randn(d, d, generator=g, dtype=torch.float64)
+    x = torch.randn(batch, *shape, generator=g, dtype=torch.float64)
+    calls = []
+
+    def sde(x, t):
+        calls.append(x.shape[0])
+        flat = torch.tanh(x.flatten(1) @ weight.T + t[:, None])
+        return flat.view_as(x), torch.ones_like(t)
+
+    t = torch.linspace(-1, 1, batch, dtype=torch.float64)
+    drift, div = _drift_and_exact_divergence(sde, x, t)
+    assert calls == [batch * math.ceil(d / passes)]  # one forward pass on the copies
+
+    def one(xi, ti):
+        return torch.tanh(weight @ xi.flatten() + ti)
+
+    jacobians = torch.func.vmap(torch.func.jacrev(one))(x, t)  # (B, D, *shape)
+    expected = torch.diagonal(jacobians.reshape(batch, d, d), dim1=1, dim2=2).sum(1)
+    torch.testing.assert_close(div, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(drift, sde(x, t)[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -357,11 +394,12 @@ def test_bad_data(ring, x):
 
 def test_score_of_the_wrong_shape_raises(ring):
     # A (B, 1) score would broadcast against (B, 2) data into a wrong but finite likelihood.
+    # (The exact trace calls the score on two copies of the 4 points, one per Jacobian row.)
     sde = VPSDE()
     with pytest.raises(
         ValueError,
         match=r"score_fn must return a tensor of the input's shape "
-        r"\(4, 2\); got \(4, 1\)",
+        r"\(8, 2\); got \(8, 1\)",
     ):
         log_likelihood(sde, lambda x, t: -x[:, :1], torch.zeros(4, 2, dtype=torch.float64))
 
