@@ -9,12 +9,15 @@ bare loops (2000 Adam steps of a 3 x 256 MLP at batch 512) on 2 CPU cores;
 step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
 
 * ``model``: the "small" candidate, ``ch = 32``, ``ch_mult = (1, 2)`` (8x8 and 4x4), one residual
-  block per level, attention at 4x4, dropout 0.1: 0.76 M parameters, 38 bare-loop steps per
-  update at batch 128 with one thread on the idle machine (13 in the candidates table, measured
-  while other jobs slowed the bare loop threefold). Attention at 4x4 costs
-  about 4 % over the same net without it; the next size up ("medium", 2.4 M parameters) costs 2.5
-  times as much per update, which the budget cannot pay for enough updates. ``torch.compile`` did
-  not help on the CPU (slower per update after compiling).
+  block per level, attention at 4x4, no dropout: 0.76 M parameters, 38 bare-loop steps per
+  update (with dropout 0.1) at batch 128 with one thread on the idle machine (13 in the
+  candidates table, measured while other jobs slowed the bare loop threefold). Attention at 4x4
+  costs about 4 % over the same net without it; the next size up ("medium", 2.4 M parameters)
+  costs 2.5 times as much per update, which the budget cannot pay for enough updates.
+  ``torch.compile`` did not help on the CPU (slower per update after compiling).
+  ``dropout = 0``: drawing dropout's masks took 13 % of an update (101 against 88 ms at two
+  threads), and 2,000 updates without it sampled as well as with it (below); its 171 epochs
+  left no near-copies of training images.
 * ``training.weighting = "score_sde"`` (``lambda = sigma^2``: the plain epsilon-prediction loss,
   ``t`` uniform), not the toy default's likelihood weighting with importance-sampled ``t``: on the
   same 4,500 updates the likelihood-weighted model's samples scored FD 26.5 and 30.2 (two sampling
@@ -22,13 +25,15 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   instead of 0.80-0.82, while its bits/dim did not suffer (1.94 +- 0.02 on 100 test images against
   2.00 on 64 for the likelihood-weighted model). Likelihood weighting spends the updates near
   ``t = 0``, which bits/dim rewards and 8x8 samples do not need.
-* ``training.batch_size = 128``, ``n_iters = 3000``, ``lr = 1e-3`` after 200 warm-up updates:
-  257 epochs of the 1,497 training images. Along one run (EMA weights, 1,497 samples, one
-  sampling seed) the FD was 31.1 after 2,000 updates, 23.1 after 2,500 and 22.1 after 3,000;
-  four sampling seeds at 3,000 gave 17.8-24.8 (mean 21.3), 4,500 updates 20.6-22.8 over three,
-  within the spread between seeds, and bits/dim 1.958 against 1.965. ``lr = 2e-3`` was no better
-  (26.0, 23.4, 25.0), nor batch 64 or ``ch = 16`` for the same cost (docs/benchmarks.md). The
-  job took 403 s on 2 cores, 2.4 times less than with 4,500 updates on one thread.
+* ``training.batch_size = 128``, ``n_iters = 2000``, ``lr = 2e-3`` after 200 warm-up updates,
+  ``lr_schedule = "cosine"`` (decaying towards 0 at the last update): 171 epochs of the 1,497
+  training images. The FD of the EMA model's 1,497 samples (three sampling seeds each,
+  docs/benchmarks.md) was 21.3, 23.8, 19.9 after these 2,000 updates, against 31.1 and 29.4
+  after 2,000 at the former constant ``lr = 1e-3`` with dropout 0.1, which needed 3,000 (22.1,
+  24.8, 17.8); cosine at ``lr = 1e-3`` gave 22.8, 26.2, 17.0, with dropout 0.1 at ``2e-3``
+  23.3 (one seed), and 1,500 cosine updates 23.4-28.7 (too close to the target of 26.8).
+  Bits/dim moved from 1.958 to 2.003-2.018 (two training seeds). The job took 240 s on 2 cores,
+  1.7 times less than with 3,000 constant-rate updates.
 * ``threads = 0``: torch's default, a thread per core. The toy job keeps one thread (its matrices
   are too small for a second to pay), but a U-Net update at batch 128 took 118 ms with two threads
   against 169 ms with one on the 2-core machine (0.70 times; 0.62 in an earlier measurement;
@@ -48,7 +53,9 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   and too much blur spreads mass over neighbouring bins.
 * ``eval.n_eval = 300``: the whole test split. ``eval.trace = "hutchinson"`` with
   ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
-  probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree.
+  probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree
+  (their 64 Jacobian rows in one vector-Jacobian product of 256 copies: 1.9 bare loops, 5.3 with
+  one product per row).
 * ``eval.rtol = eval.atol = 1e-4`` (the toy default is ``1e-5``): on the likelihood-weighted VP
   model, 64 test images with the same noise took 134 score evaluations instead of 272 and their
   bits/dim moved by 0.0005 on average (at most 0.017 for one image), a twentieth of the 300-image
@@ -76,15 +83,16 @@ def get_default_configs() -> ConfigDict:
     model.ch_mult = (1, 2)
     model.num_res_blocks = 1
     model.attn_resolutions = (4,)
-    model.dropout = 0.1
+    model.dropout = 0.0
 
     training = config.training
     training.weighting = "score_sde"
     training.importance_sampling = False
     training.batch_size = 128
-    training.n_iters = 3000
-    training.lr = 1e-3
+    training.n_iters = 2000
+    training.lr = 2e-3
     training.warmup = 200
+    training.lr_schedule = "cosine"
     training.checkpoint_every = 1000
 
     sampling = config.sampling
