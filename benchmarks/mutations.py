@@ -436,6 +436,20 @@ MUTATIONS = [
         "weight = self.current_decay()",
         ("tests/test_training.py",),
     ),
+    Mutation(
+        "cosine learning rate rises instead of falling",
+        "scoresde/training.py",
+        "    return rate * 0.5 * (1.0 + math.cos(math.pi * progress))",
+        "    return rate * 0.5 * (1.0 - math.cos(math.pi * progress))",
+        ("tests/test_training.py",),
+    ),
+    Mutation(
+        "cosine schedule's progress counts the warm-up",
+        "scoresde/training.py",
+        "    progress = max(0, step - 1 - warmup) / (n_iters - warmup)",
+        "    progress = (step - 1) / n_iters",
+        ("tests/test_training.py",),
+    ),
 ]
 
 

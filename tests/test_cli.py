@@ -283,6 +283,11 @@ def test_a_cosine_run_is_refused_another_length_and_a_schedule_without_updates(t
         "scoresde: error: config.training.n_iters must be an integer above training.warmup = 2 "
         "(the cosine schedule decays over the updates after the warm-up); got 2\n"
     )
+    guided = ["--config.sampling.label=1", "--config.sampling.guidance=classifier"]
+    guided += ["--config.classifier.n_iters=2", "--workdir", str(tmp_path / "c")]
+    status, _, err = _main(capsys, *cosine, *guided)
+    assert status == 2 and not (tmp_path / "c").exists()
+    assert err.startswith("scoresde: error: config.classifier.n_iters must be an integer above")
 
 
 def test_a_corrupt_checkpoint_is_reported_and_never_overwritten(tmp_path, capsys):
