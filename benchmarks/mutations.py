@@ -396,9 +396,9 @@ MUTATIONS = [
     ),
     Mutation(
         "an inpainting run's error in grey levels over the known entries, not the hidden",
-        "scoresde/pipeline.py",
-        'measures["rmse_to_truth_levels"] = float(error[hidden].double().square().mean().sqrt())',
-        'measures["rmse_to_truth_levels"] = float(error[~hidden].double().square().mean().sqrt())',
+        "scoresde/conditioning.py",
+        "            target.to_data(samples), target.to_data(truth), unknown",
+        "            target.to_data(samples), target.to_data(truth), ~unknown",
         (
             "tests/test_images_run.py::test_inpainted_digits_are_classified_against_their_true_class",
         ),

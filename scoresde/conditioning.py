@@ -359,8 +359,9 @@ def inpaint_split(
 
     Returns:
         the completed samples ``(B, *D)`` and the ``inpainting`` measures: the mask, the method,
-        the root-mean-square error to the truth over the inpainted entries and, where the target
-        is a mixture, the same against the exact conditional (:func:`_exact_measures`).
+        the root-mean-square error to the truth over the inpainted entries (for images also in
+        the data's own units, ``rmse_to_truth_levels``: grey levels) and, where the target is a
+        mixture, the same against the exact conditional (:func:`_exact_measures`).
     """
     mask = conditioning.mask
     options = inpaint_options(conditioning, sampling)
@@ -375,7 +376,12 @@ def inpaint_split(
         "known_fraction": float(mask.float().mean()),
         "rmse_to_truth": _rmse(samples, truth, unknown),
     }
-    mixture = getattr(conditioning.target, "mixture", None)
+    target = conditioning.target
+    if target.num_levels is not None:  # images: the same error in the data's units (grey levels)
+        section["rmse_to_truth_levels"] = _rmse(
+            target.to_data(samples), target.to_data(truth), unknown
+        )
+    mixture = getattr(target, "mixture", None)
     if mixture is not None:
         section.update(_exact_measures(mixture, truth, samples, mask))
     return samples, section

@@ -863,10 +863,9 @@ def _inpainted(
 ) -> Drawn:
     """:func:`sample` for inpainting: ``n_samples`` test points of the target (drawn with
     ``host``) completed where the mask hides them (:func:`scoresde.conditioning.inpaint_split`,
-    on ``generator``'s device); no process figure. For images the inpainting section also holds
-    ``rmse_to_truth_levels``, the error in grey levels, and for labelled ones
-    ``fraction_true_class``, the share of completed test images the dataset's evaluation
-    classifier assigns to their true class (``None`` without one)."""
+    on ``generator``'s device); no process figure. For labelled images the inpainting section
+    also holds ``fraction_true_class``, the share of completed test images the dataset's
+    evaluation classifier assigns to their true class (``None`` without one)."""
     c = parts.config.sampling
     split = parts.conditioning.target.split("test", c.n_samples, host)
     truth = split.x
@@ -875,10 +874,6 @@ def _inpainted(
     samples, measures = inpaint_split(
         parts.conditioning, parts.sde, counted, truth, generator, parts.sampling
     )
-    if parts.dataset.num_levels is not None:
-        error = parts.dataset.to_data(samples.to(truth.device)) - parts.dataset.to_data(truth)
-        hidden = ~parts.conditioning.mask.expand(truth.shape)
-        measures["rmse_to_truth_levels"] = float(error[hidden].double().square().mean().sqrt())
     if parts.dataset.num_levels is not None and parts.dataset.num_classes is not None:
         label = parts.conditioning.label  # the class's test images, or labelled ones
         labels = split.y if label is None else torch.full((len(truth),), label)
