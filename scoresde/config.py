@@ -370,13 +370,13 @@ BOOKKEEPING = ("n_iters", "checkpoint_every", "eval_every")
 
 def trained_fields(config: ConfigDict) -> dict[str, Any]:
     """The part of ``config`` that determines the trained model, as JSON values: ``seed``,
-    ``data``, ``model``, ``sde`` and ``training`` without :data:`BOOKKEEPING` (keeping
-    ``n_iters`` under the cosine schedule)."""
+    ``data``, ``model``, ``sde`` and ``training`` without :data:`BOOKKEEPING`. Under the cosine
+    schedule ``n_iters`` is kept; the constant schedule leaves ``lr_schedule`` out, so that run
+    directories written before the field existed (all constant) still match."""
     plain = json.loads(config.to_json())
-    cosine = plain["training"]["lr_schedule"] == "cosine"
-    training = {
-        k: v
-        for k, v in plain["training"].items()
-        if k not in BOOKKEEPING or (k == "n_iters" and cosine)
-    }
+    training = {k: v for k, v in plain["training"].items() if k not in BOOKKEEPING}
+    if training["lr_schedule"] == "cosine":  # every rate depends on n_iters
+        training["n_iters"] = plain["training"]["n_iters"]
+    else:
+        del training["lr_schedule"]
     return {**{k: plain[k] for k in ("seed", "data", "model", "sde")}, "training": training}

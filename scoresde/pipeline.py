@@ -569,7 +569,8 @@ def check_memory(
         network   P * 4 * 6          weights, gradients, Adam's two moments, EMA, a checkpoint copy
         training  batch * A * 4 * 3  activations kept for the backward pass, and their gradients
         sampling  n * (A + dim * (K + 4)) * 4 + steps * 8 * 16   K trajectory times, the time grid
-        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out or the 2D density grid) with D
+        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out, the exact-trace check's
+                                              images or the 2D density grid) with D
                                               vector-Jacobian products (exact trace: D = dim;
                                               n_probes for Hutchinson)
 
@@ -601,6 +602,7 @@ def check_memory(
         ),
         ("sampling.num_steps", f"a time grid of {steps} steps", steps * 8 * 16),
         ("eval.n_eval", "the held-out likelihood", e.n_eval * act * 12 * (traces + 1)),
+        ("eval.n_check", "the exact-trace check", e.n_check * act * 12 * (dim + 1)),
         (
             "eval.density_grid",
             f"the likelihood of a {e.density_grid} x {e.density_grid} density grid",
@@ -736,8 +738,10 @@ def _shard(parts: Parts) -> Shard:
 
 def classifier_fields(config: ConfigDict) -> dict[str, Any]:
     """What determines the trained classifier: :func:`~scoresde.config.trained_fields` and the
-    ``classifier`` group but ``n_iters`` (a run may train it further)."""
-    own = {k: v for k, v in config.classifier.to_dict().items() if k != "n_iters"}
+    ``classifier`` group but ``n_iters`` (a run may train it further), which the cosine schedule
+    keeps (its every rate depends on it)."""
+    cosine = config.training.lr_schedule == "cosine"
+    own = {k: v for k, v in config.classifier.to_dict().items() if k != "n_iters" or cosine}
     return {**trained_fields(config), "classifier": own}
 
 

@@ -174,7 +174,7 @@ def learning_rate(
     ``warmup`` (``warmup = 0``: the full rate from the start). ``"constant"`` then stays there;
     ``"cosine"`` (Loshchilov & Hutter, 2017, without restarts) falls from ``lr`` at update
     ``warmup + 1`` to ``lr (1 - cos(pi / (n_iters - warmup))) / 2``, a little above 0, at the last
-    update ``n_iters``, which it needs (above ``warmup``).
+    update ``n_iters``, which it needs (above ``warmup``), and stays at 0 after it.
     """
     check_choice("schedule", schedule, LR_SCHEDULES)
     rate = lr if warmup == 0 else lr * min(1.0, step / warmup)
@@ -184,7 +184,7 @@ def learning_rate(
         raise ValueError(
             f"the cosine schedule needs n_iters above warmup = {warmup}; got n_iters = {n_iters}"
         )
-    progress = max(0, step - 1 - warmup) / (n_iters - warmup)
+    progress = min(1.0, max(0, step - 1 - warmup) / (n_iters - warmup))
     return rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -516,14 +516,14 @@ def train(
     settings = {
         "lr": lr,
         "warmup": warmup,
-        "lr_schedule": lr_schedule,
-        "lr_decay_end": n_iters if lr_schedule == "cosine" else None,
         "grad_clip": grad_clip,
         "ema_decay": ema_decay,
         "ema_warmup": ema_warmup,
         "weight_decay": weight_decay,
         "seed": seed,
     }
+    if lr_schedule != "constant":  # recorded only then, so that older checkpoints still resume
+        settings.update(lr_schedule=lr_schedule, lr_decay_end=n_iters)
     state = TrainState.fresh(
         model,
         lr=lr,

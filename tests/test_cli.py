@@ -288,6 +288,24 @@ def test_a_cosine_run_is_refused_another_length_and_a_schedule_without_updates(t
     status, _, err = _main(capsys, *cosine, *guided)
     assert status == 2 and not (tmp_path / "c").exists()
     assert err.startswith("scoresde: error: config.classifier.n_iters must be an integer above")
+    # The classifier's rates depend on classifier.n_iters: another length is refused up front.
+    guided[-3:] = ["--config.classifier.n_iters=3", "--workdir", str(tmp_path / "d")]
+    assert _main(capsys, *cosine, *guided)[0] == 0
+    before = snapshot(tmp_path / "d")
+    guided[-3] = "--config.classifier.n_iters=5"
+    status, _, err = _main(capsys, *cosine, *guided)
+    assert status == 1 and err.count("\n") == 1
+    assert "classifier.n_iters: 3 in the checkpoint, now 5" in err
+    assert snapshot(tmp_path / "d") == before
+
+
+def test_a_constant_schedule_is_recorded_as_before_the_field_existed(tmp_path, capsys):
+    # Run directories written before training.lr_schedule existed hold neither the field nor
+    # the loop's lr_schedule / lr_decay_end, and must still resume, sample and evaluate.
+    assert _main(capsys, "--mode", "train", "--workdir", str(tmp_path))[0] == 0
+    checkpoint = load_checkpoint(list_checkpoints(tmp_path / rundir.CHECKPOINTS)[-1])
+    assert "lr_schedule" not in checkpoint.config["training"]
+    assert not {"lr_schedule", "lr_decay_end"} & checkpoint.loop["settings"].keys()
 
 
 def test_a_corrupt_checkpoint_is_reported_and_never_overwritten(tmp_path, capsys):

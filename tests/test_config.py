@@ -195,6 +195,7 @@ TOO_LARGE = [
     ("sampling.n_samples", 2 * 10**12),
     ("model.hidden", 10**6),
     ("training.batch_size", 10**12),
+    ("eval.n_check", 10**12),
 ]
 
 
@@ -231,6 +232,10 @@ def test_the_trained_fields_leave_out_bookkeeping():
     assert set(fields) == {"seed", "data", "model", "sde", "training"}
     assert "n_iters" not in fields["training"] and fields["training"]["lr"] == config.training.lr
     assert "sampling" not in fields and "eval" not in fields
+    assert "lr_schedule" not in fields["training"]  # constant: as before the field existed
+    config.training.lr_schedule = "cosine"  # every rate depends on n_iters
+    cosine = trained_fields(config)["training"]
+    assert cosine["lr_schedule"] == "cosine" and cosine["n_iters"] == config.training.n_iters
 
 
 def test_an_unknown_or_missing_field_is_refused():

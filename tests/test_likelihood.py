@@ -24,6 +24,7 @@ from scoresde import (
     bits_per_dim,
     log_likelihood,
 )
+from scoresde.guidance import classifier_free
 from scoresde.likelihood import EXACT_TRACE_BATCH, EXACT_TRACE_MAX_DIM, _drift_and_exact_divergence
 
 EPS = 1e-5
@@ -190,11 +191,11 @@ def test_hutchinson_probes_average(ring):
 @pytest.mark.parametrize(
     ("batch", "shape", "passes"),
     [
-        (1, (5,), 1),  # every row in one product of 5 copies
-        (100, (3,), 2),  # 2 copies: rows (0, 1), then (2, and a zero vector)
-        (EXACT_TRACE_BATCH, (4,), 4),  # no copies: one product per row
-        (4, (1, 8, 8), 1),  # 64 copies of 4 images
-        (50, (2, 3, 3), 4),  # 5 copies: 20 rows for 18, the last two zero
+        (1, (5,), 1),  # every row in one batched product of 5 vectors
+        (100, (3,), 2),  # 2 vectors: rows (0, 1), then (2, and a zero vector)
+        (EXACT_TRACE_BATCH, (4,), 4),  # one row per product
+        (4, (1, 8, 8), 1),  # the 64 rows of 4 images at once
+        (50, (2, 3, 3), 4),  # 5 vectors: 20 rows for 18, the last two zero
     ],
 )
 def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, passes):
@@ -213,7 +214,8 @@ def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, 
 
     t = torch.linspace(-1, 1, batch, dtype=torch.float64)
     drift, div = _drift_and_exact_divergence(sde, x, t)
-    assert calls == [batch * math.ceil(d / passes)]  # one forward pass on the copies
+    assert calls == [batch]  # one forward pass, on the samples themselves
+    assert math.ceil(d / max(1, min(d, EXACT_TRACE_BATCH // batch))) == passes
 
     def one(xi, ti):
         return torch.tanh(weight @ xi.flatten() + ti)
@@ -222,6 +224,25 @@ def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, 
     expected = torch.diagonal(jacobians.reshape(batch, d, d), dim1=1, dim2=2).sum(1)
     torch.testing.assert_close(div, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(drift, sde(x, t)[0], rtol=0, atol=0)
+
+
+def test_exact_trace_calls_the_score_on_the_batch_itself():
+    # A score with one label per sample (a (B,) tensor, bound to the batch) works only if the
+    # exact trace evaluates it on the batch as it is, not on copies of it.
+    means = torch.tensor([[2.0, 0.0], [-2.0, 1.0], [0.0, -2.0]], dtype=torch.float64)
+
+    def cond_score(x, t, y):
+        return -(x - means[y]) * (1 + x[:, :1].tanh() ** 2)
+
+    labels = torch.tensor([0, 1, 2, 1])
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = {"trace": "exact", "method": "euler", "num_steps": 8}
+    batched = log_likelihood(VPSDE(), classifier_free(cond_score, labels, 0.0), x, **grid)
+    alone = [
+        log_likelihood(VPSDE(), classifier_free(cond_score, int(y), 0.0), x[b : b + 1], **grid)
+        for b, y in enumerate(labels)
+    ]
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -394,12 +415,11 @@ def test_bad_data(ring, x):
 
 def test_score_of_the_wrong_shape_raises(ring):
     # A (B, 1) score would broadcast against (B, 2) data into a wrong but finite likelihood.
-    # (The exact trace calls the score on two copies of the 4 points, one per Jacobian row.)
     sde = VPSDE()
     with pytest.raises(
         ValueError,
         match=r"score_fn must return a tensor of the input's shape "
-        r"\(8, 2\); got \(8, 1\)",
+        r"\(4, 2\); got \(4, 1\)",
     ):
         log_likelihood(sde, lambda x, t: -x[:, :1], torch.zeros(4, 2, dtype=torch.float64))
 
