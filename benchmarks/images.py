@@ -14,7 +14,7 @@ targets of issue 11::
 and a second table with where the time went (training, sampling, bits/dim, the agreement check,
 sample quality; each in bare loops).
 
-    python benchmarks/images.py                      # the default job (VP, pc), 10-25 minutes
+    python benchmarks/images.py                      # the default job (VP, pc), 5 minutes
     python benchmarks/images.py --sde ve --sampler ode --config.training.n_iters=2000
     python benchmarks/images.py --dataset fashion_mnist --config.training.n_iters=1500 ...
 

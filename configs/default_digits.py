@@ -31,9 +31,9 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   docs/benchmarks.md) was 21.3, 23.8, 19.9 after these 2,000 updates, against 31.1 and 29.4
   after 2,000 at the former constant ``lr = 1e-3`` with dropout 0.1, which needed 3,000 (22.1,
   24.8, 17.8); cosine at ``lr = 1e-3`` gave 22.8, 26.2, 17.0, with dropout 0.1 at ``2e-3``
-  23.3 (one seed), and 1,500 cosine updates 23.4-28.7 (too close to the target of 26.8).
-  Bits/dim moved from 1.958 to 2.003-2.018 (two training seeds). The job took 240 s on 2 cores,
-  1.7 times less than with 3,000 constant-rate updates.
+  23.3 (one seed), and 1,500 cosine updates 23.4-28.7 (above the target of 26.8 once).
+  Bits/dim moved from 1.958 to 2.003-2.018 (two training seeds). The job took 239-247 s on 2
+  cores, 1.6-1.7 times less than with 3,000 constant-rate updates.
 * ``threads = 0``: torch's default, a thread per core. The toy job keeps one thread (its matrices
   are too small for a second to pay), but a U-Net update at batch 128 took 118 ms with two threads
   against 169 ms with one on the 2-core machine (0.70 times; 0.62 in an earlier measurement;
@@ -54,8 +54,8 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
 * ``eval.n_eval = 300``: the whole test split. ``eval.trace = "hutchinson"`` with
   ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
   probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree
-  (their 64 Jacobian rows in one vector-Jacobian product of 256 copies: 1.9 bare loops, 5.3 with
-  one product per row).
+  (their 64 Jacobian rows in one batched vector-Jacobian product: 4.3-4.8 bare loops of the
+  job's 46.5-48.3; ``n_check = 2`` would about halve that).
 * ``eval.rtol = eval.atol = 1e-4`` (the toy default is ``1e-5``): on the likelihood-weighted VP
   model, 64 test images with the same noise took 134 score evaluations instead of 272 and their
   bits/dim moved by 0.0005 on average (at most 0.017 for one image), a twentieth of the 300-image
