@@ -271,6 +271,24 @@ def assert_same_state(a, b):
     assert a.losses == b.losses and a.evals == b.evals and a.step == b.step
 
 
+def crashed_and_restarted(workdir: Path, update: int, **settings):
+    """A 14-update run crashed (``KeyboardInterrupt``) during update ``update``, then restarted
+    into a new network: the restart's result."""
+    calls = []
+
+    def crashing_loss(model, x, generator):
+        calls.append(None)
+        if len(calls) == update:
+            raise KeyboardInterrupt
+        return denoising_loss(model, x, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), crashing_loss, gaussian_batch, n_iters=14, workdir=workdir, **settings)
+    return train(
+        tiny_net(5), denoising_loss, gaussian_batch, n_iters=14, workdir=workdir, **settings
+    )
+
+
 def test_resumed_runs_equal_the_uninterrupted_run_bitwise(tmp_path):
     straight = train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **RUN)
 
@@ -283,20 +301,7 @@ def test_resumed_runs_equal_the_uninterrupted_run_bitwise(tmp_path):
     assert_same_state(straight, resumed)
 
     # Crashed during update 11 (last checkpoint at 8); the restart redoes updates 9 to 14.
-    crashed = tmp_path / "crashed"
-    calls = []
-
-    def crashing_loss(model, x, generator):
-        calls.append(None)
-        if len(calls) == 11:
-            raise KeyboardInterrupt
-        return denoising_loss(model, x, generator)
-
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_net(), crashing_loss, gaussian_batch, n_iters=14, workdir=crashed, **RUN)
-    restarted = train(
-        tiny_net(5), denoising_loss, gaussian_batch, n_iters=14, workdir=crashed, **RUN
-    )
+    restarted = crashed_and_restarted(tmp_path / "crashed", 11, **RUN)
     assert restarted.steps_run == 6
     assert_same_state(straight, restarted)
     assert [e["step"] for e in straight.evals] == [5, 10]
@@ -334,20 +339,8 @@ def test_ctrl_c_finishes_the_update_checkpoints_it_and_the_run_resumes_bitwise(t
 def test_a_cosine_run_resumes_bitwise_and_refuses_another_length(tmp_path):
     cosine = {**RUN, "lr_schedule": "cosine", "warmup": 2}
     straight = train(tiny_net(), denoising_loss, gaussian_batch, n_iters=14, **cosine)
-    # Interrupted during update 7 (last checkpoint at 4), the cosine run resumes bitwise.
-    calls = []
-
-    def crashing_loss(model, x, generator):
-        calls.append(None)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return denoising_loss(model, x, generator)
-
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_net(), crashing_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **cosine)
-    resumed = train(
-        tiny_net(4), denoising_loss, gaussian_batch, n_iters=14, workdir=tmp_path, **cosine
-    )
+    # Crashed during update 7 (last checkpoint at 4), the cosine run resumes bitwise.
+    resumed = crashed_and_restarted(tmp_path, 7, **cosine)
     assert resumed.steps_run == 10
     assert_same_state(straight, resumed)
     # Its rates were those of 14 updates, so training on to 20 would not be the 20-update run.
