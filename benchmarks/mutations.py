@@ -339,6 +339,13 @@ MUTATIONS = [
         ("tests/test_likelihood.py",),
     ),
     Mutation(
+        "exact trace without the fallback where the batched product fails",
+        "scoresde/likelihood.py",
+        "        except RuntimeError:",
+        "        except ValueError:",
+        ("tests/test_likelihood.py",),
+    ),
+    Mutation(
         "exact trace counts the padding rows of the last pass",
         "scoresde/likelihood.py",
         "        units = units * (rows < d).to(v.dtype)[:, None]  # (k, D)",
@@ -446,8 +453,8 @@ MUTATIONS = [
     Mutation(
         "cosine schedule's progress counts the warm-up",
         "scoresde/training.py",
-        "    progress = max(0, step - 1 - warmup) / (n_iters - warmup)",
-        "    progress = (step - 1) / n_iters",
+        "    progress = min(1.0, max(0, step - 1 - warmup) / (n_iters - warmup))",
+        "    progress = min(1.0, (step - 1) / n_iters)",
         ("tests/test_training.py",),
     ),
 ]

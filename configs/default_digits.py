@@ -55,7 +55,7 @@ step times below are ``benchmarks/unet.py``'s ("Digits: U-Net candidates"):
   ``n_probes = 2``: the exact trace costs 64 vector-Jacobian products per ODE step, 32 times two
   probes; ``eval.n_check = 4`` test images also get the exact trace, to check the two agree
   (their 64 Jacobian rows in one batched vector-Jacobian product: 4.3-4.8 bare loops of the
-  job's 46.5-48.3; ``n_check = 2`` would about halve that).
+  job's 46.5-48.3; two images would save about a sixth of that).
 * ``eval.rtol = eval.atol = 1e-4`` (the toy default is ``1e-5``): on the likelihood-weighted VP
   model, 64 test images with the same noise took 134 score evaluations instead of 272 and their
   bits/dim moved by 0.0005 on average (at most 0.017 for one image), a twentieth of the 300-image

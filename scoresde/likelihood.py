@@ -73,11 +73,12 @@ the exact trace computes: for a batch of ``B`` samples, ``k = min(D, EXACT_TRACE
 rows of every sample (at least one; :func:`_drift_and_exact_divergence`).
 
 A few samples of a convolutional network gain most (4 digits, ``D = 64``: the 64 rows in one
-product took 195-213 ms against 285 ms for 64 products of one row, on two CPU threads, whose
-small batches leave a thread idle); a batch above 128 samples gets one row per product, a plain
-one. (Copying the batch ``k`` times and evaluating the score on the copies was faster still,
-123 ms, but a score bound to its batch, such as guidance with one label per sample, cannot take
-copies; ``torch.func``'s ``vmap`` of ``vjp`` took 111 ms for 4 digits but 817 ms for 16.)
+batched product took 195-213 ms against 285-294 ms for 64 products of one row, on two CPU
+threads: fewer calls into the autograd engine, since torch's vmap still loops over the vectors
+for convolutions); a batch above 128 samples gets one row per product, a plain one. Copying the
+batch ``k`` times and evaluating the score on the copies was faster still (123 ms), but a score
+bound to its batch, such as guidance with one label per sample, cannot take copies;
+``torch.func``'s ``vmap`` of ``vjp`` took 111 ms for 4 digits but 817 ms for 16.
 """
 
 
@@ -133,12 +134,11 @@ def _drift_and_exact_divergence(
 
     ``v`` is evaluated once, on ``x`` itself; the ``D`` rows of every sample's Jacobian then
     come ``k`` at a time (:data:`EXACT_TRACE_BATCH`; ``k`` evened out so that ``P = ceil(D / k)``
-    passes of ``k`` cover them) from one batched vector-Jacobian product per pass
-    (``torch.autograd.grad(..., is_grads_batched=True)``): its ``j``-th vector is the unit
-    vector ``e_i``, ``i = p k + j``, for every sample (zero where ``i >= D``), and returns row
-    ``i`` of each sample's Jacobian, whose ``i``-th entry is ``d v_i / d x_i``. A row of
-    ``sum_b v[b]`` is a row of each sample's Jacobian only if samples do not interact (true for
-    any per-sample score model).
+    passes of ``k`` cover them), pass ``p`` from ``k`` vector-Jacobian products
+    (:func:`_jacobian_rows`) whose ``j``-th vector is the unit vector ``e_i``, ``i = p k + j``, for
+    every sample (zero where ``i >= D``): each returns row ``i`` of every sample's Jacobian, whose
+    ``i``-th entry is ``d v_i / d x_i``. A row of ``sum_b v[b]`` is a row of each sample's
+    Jacobian only if samples do not interact (true for any per-sample score model).
     """
     b, d = x.shape[0], x[0].numel()
     passes = math.ceil(d / max(1, min(d, EXACT_TRACE_BATCH // b)))
@@ -151,15 +151,29 @@ def _drift_and_exact_divergence(
         units = torch.nn.functional.one_hot(rows.clamp(max=d - 1), d).to(v.dtype)
         units = units * (rows < d).to(v.dtype)[:, None]  # (k, D)
         vectors = units[:, None, :].expand(k, b, d).reshape(k, *x.shape)
-        keep = p < passes - 1
-        if k == 1:  # a plain product: the batched one's machinery costs 10-20 % on large batches
-            jac_rows = torch.autograd.grad(v, x, vectors[0], retain_graph=keep)[0][None]
-        else:
-            (jac_rows,) = torch.autograd.grad(
-                v, x, grad_outputs=vectors, retain_graph=keep, is_grads_batched=True
-            )
-        div = div + (jac_rows * vectors).flatten(2).sum(2).sum(0)
+        div = div + (_jacobian_rows(v, x, vectors) * vectors).flatten(2).sum(2).sum(0)
     return v, div
+
+
+def _jacobian_rows(v: Tensor, x: Tensor, vectors: Tensor) -> Tensor:
+    """``u_j^T dv/dx`` for each of the ``k`` vectors ``u_j`` (``(k, *v.shape)``), shape
+    ``(k, *x.shape)``; the graph of ``v`` is kept.
+
+    Several vectors go through one batched product (``torch.autograd.grad(...,
+    is_grads_batched=True)``, torch's vmap over the backward pass), which saves the autograd
+    engine's per-call work; where that fails (torch's vmap prototype has no batching rule for
+    some backward formulas, e.g. GroupNorm's double backward, which classifier guidance of a
+    U-Net classifier needs), one plain product per vector. A single vector takes the plain
+    product: the batched machinery cost 9-23 % more on toy batches of 1,000-3,000 points.
+    """
+    if len(vectors) > 1:
+        try:
+            return torch.autograd.grad(
+                v, x, grad_outputs=vectors, retain_graph=True, is_grads_batched=True
+            )[0]
+        except RuntimeError:
+            pass
+    return torch.stack([torch.autograd.grad(v, x, u, retain_graph=True)[0] for u in vectors])
 
 
 def _hutchinson_divergence(v: Tensor, x: Tensor, probes: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ from scoresde.datasets import DATASETS, Dataset, ToyDensity, load_dataset
 from scoresde.datasets.protocol import LabelledBatch, Shard
 from scoresde.guidance import CondScoreFn, unconditional
 from scoresde.inpainting import inpaint
-from scoresde.likelihood import log_likelihood
+from scoresde.likelihood import EXACT_TRACE_BATCH, log_likelihood
 from scoresde.losses import classifier_loss_fn, conditional_loss_fn, get_loss_fn
 from scoresde.nets import get_classifier, get_model
 from scoresde.sampling import SAMPLERS
@@ -569,10 +569,11 @@ def check_memory(
         network   P * 4 * 6          weights, gradients, Adam's two moments, EMA, a checkpoint copy
         training  batch * A * 4 * 3  activations kept for the backward pass, and their gradients
         sampling  n * (A + dim * (K + 4)) * 4 + steps * 8 * 16   K trajectory times, the time grid
-        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out, the exact-trace check's
-                                              images or the 2D density grid) with D
+        likelihood m * A * 4 * 3 * (D + 1)    m points (held-out or the 2D density grid) with D
                                               vector-Jacobian products (exact trace: D = dim;
-                                              n_probes for Hutchinson)
+                                              n_probes for Hutchinson); for the exact-trace
+                                              check of images, m = n_check and D the rows of
+                                              one batched product (EXACT_TRACE_BATCH)
 
     Each is an upper-bound style estimate (every intermediate counted as alive at once), so it
     refuses only sizes that cannot fit, such as a 100,000 x 100,000 density grid.
@@ -591,6 +592,8 @@ def check_memory(
     copies = s.particles if s.inpaint != "none" and s.inpaint_method == "smc" else 1
     traces = dim if e.trace == "exact" or (e.trace == "auto" and dim <= 16) else e.n_probes
     grid_points = e.density_grid**2 if len(shape) == 1 and dim == 2 else 0
+    check_images = e.n_check if len(shape) == 3 else 0  # images only: 2D runs do not check
+    check_rows = min(dim, max(1, EXACT_TRACE_BATCH // max(1, check_images)))  # batched rows
     width = "model.hidden" if config.model.name == "mlp" else "model.ch"
     needs = [
         (width, "the network's weights and optimiser state", params * 4 * 6),
@@ -602,7 +605,7 @@ def check_memory(
         ),
         ("sampling.num_steps", f"a time grid of {steps} steps", steps * 8 * 16),
         ("eval.n_eval", "the held-out likelihood", e.n_eval * act * 12 * (traces + 1)),
-        ("eval.n_check", "the exact-trace check", e.n_check * act * 12 * (dim + 1)),
+        ("eval.n_check", "the exact-trace check", check_images * act * 12 * (check_rows + 1)),
         (
             "eval.density_grid",
             f"the likelihood of a {e.density_grid} x {e.density_grid} density grid",

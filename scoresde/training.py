@@ -167,7 +167,7 @@ def learning_rate(
     """The learning rate of update ``step`` (1-based), ``lr * min(1, k / warmup) * c_k``::
 
         c_k = 1                                                    schedule "constant"
-        c_k = (1 + cos(pi * max(0, k - 1 - warmup) / (n_iters - warmup))) / 2
+        c_k = (1 + cos(pi * min(1, max(0, k - 1 - warmup) / (n_iters - warmup)))) / 2
                                                                    schedule "cosine"
 
     The rate climbs linearly from ``lr / warmup`` at the first update to ``lr`` at update
@@ -522,7 +522,7 @@ def train(
         "weight_decay": weight_decay,
         "seed": seed,
     }
-    if lr_schedule != "constant":  # recorded only then, so that older checkpoints still resume
+    if lr_schedule == "cosine":  # recorded only then, so that older checkpoints still resume
         settings.update(lr_schedule=lr_schedule, lr_decay_end=n_iters)
     state = TrainState.fresh(
         model,

@@ -195,7 +195,6 @@ TOO_LARGE = [
     ("sampling.n_samples", 2 * 10**12),
     ("model.hidden", 10**6),
     ("training.batch_size", 10**12),
-    ("eval.n_check", 10**12),
 ]
 
 
@@ -207,6 +206,17 @@ def test_sizes_that_cannot_fit_are_refused_naming_the_field(field, value):
         pipeline.build(config)
     assert err.value.field == field
     assert str(err.value).startswith(f"config.{field} = {value} does not fit: ")
+
+
+def test_the_exact_trace_check_counts_for_images_only():
+    digits = load_config_file(REPOSITORY_CONFIGS / "digits" / "vp.py")
+    digits.eval.n_check = 10**12
+    with pytest.raises(ConfigError) as err:
+        pipeline.build(digits)
+    assert err.value.field == "eval.n_check" and "does not fit" in str(err.value)
+    toy = _config()
+    toy.eval.n_check = 10**12  # unused by a 2D run
+    pipeline.build(toy)
 
 
 def test_the_memory_estimate_scales_with_each_size():

@@ -198,9 +198,20 @@ def test_hutchinson_probes_average(ring):
         (50, (2, 3, 3), 4),  # 5 vectors: 20 rows for 18, the last two zero
     ],
 )
-def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, passes):
+def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(
+    batch, shape, passes, monkeypatch
+):
     # v(x) = tanh(W x + c) per sample, with a per-sample offset c so that every sample's trace
     # sum_i (1 - tanh^2)_i W_ii differs; the reference is torch.func's Jacobian of each sample.
+    products = []  # (batched, number of vectors) of every vector-Jacobian product
+    plain_grad = torch.autograd.grad
+
+    def counted_grad(outputs, inputs, grad_outputs=None, **kwargs):
+        batched = kwargs.get("is_grads_batched", False)
+        products.append((batched, len(grad_outputs) if batched else 1))
+        return plain_grad(outputs, inputs, grad_outputs, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counted_grad)
     g = torch.Generator().manual_seed(0)
     d = math.prod(shape)
     weight = torch.randn(d, d, generator=g, dtype=torch.float64)
@@ -215,7 +226,8 @@ def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, 
     t = torch.linspace(-1, 1, batch, dtype=torch.float64)
     drift, div = _drift_and_exact_divergence(sde, x, t)
     assert calls == [batch]  # one forward pass, on the samples themselves
-    assert math.ceil(d / max(1, min(d, EXACT_TRACE_BATCH // batch))) == passes
+    rows = math.ceil(d / passes)  # per pass: one batched product, a plain one for a single row
+    assert products == [(rows > 1, rows)] * passes
 
     def one(xi, ti):
         return torch.tanh(weight @ xi.flatten() + ti)
@@ -224,6 +236,36 @@ def test_exact_divergence_in_blocks_of_rows_is_the_jacobian_trace(batch, shape, 
     expected = torch.diagonal(jacobians.reshape(batch, d, d), dim1=1, dim2=2).sum(1)
     torch.testing.assert_close(div, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(drift, sde(x, t)[0], rtol=0, atol=0)
+
+
+def test_exact_trace_falls_back_to_plain_products_where_the_batched_one_fails():
+    # A score that differentiates a GroupNorm network (as classifier guidance does): the exact
+    # trace then needs GroupNorm's double backward, which torch's batched product lacks.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.GroupNorm(2, 4), torch.nn.SiLU()
+    ).double()
+
+    def guided(x, t):
+        with torch.enable_grad():
+            x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+            energy = net(x_in).square().sum()
+            return -x - torch.autograd.grad(energy, x_in, create_graph=True)[0]
+
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    t = torch.full((2,), 0.5, dtype=torch.float64)
+    sde = VPSDE().reverse(guided, probability_flow=True).sde
+    with pytest.raises(RuntimeError):  # what the fallback is for
+        xg = x.clone().requires_grad_(True)
+        v = sde(xg, t)[0]
+        units = torch.eye(9, dtype=torch.float64)[:, None].expand(9, 2, 9).reshape(9, *x.shape)
+        torch.autograd.grad(v, xg, grad_outputs=units, is_grads_batched=True)
+    _, div = _drift_and_exact_divergence(sde, x, t)
+    xg = x.clone().requires_grad_(True)
+    v = sde(xg, t)[0].flatten(1)
+    rows = [torch.autograd.grad(v[:, i].sum(), xg, retain_graph=True)[0] for i in range(9)]
+    expected = sum(row.flatten(1)[:, i] for i, row in enumerate(rows))
+    torch.testing.assert_close(div, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_exact_trace_calls_the_score_on_the_batch_itself():

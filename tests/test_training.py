@@ -132,6 +132,7 @@ def test_learning_rate_values():
     assert cosine == pytest.approx([0.2, 0.4, 0.4, 0.4 * half, 0.2, 0.4 * quarter], rel=1e-14)
     no_warmup = [learning_rate(k, 1.0, 0, "cosine", 4) for k in (1, 3, 4)]
     assert no_warmup == pytest.approx([1.0, 0.5, 0.5 * (1 + math.cos(0.75 * math.pi))], rel=1e-14)
+    assert [learning_rate(k, 0.4, 2, "cosine", 6) for k in (7, 8, 100)] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize(
