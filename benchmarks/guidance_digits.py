@@ -70,13 +70,19 @@ from scoresde.sde import ScoreFn
 TARGETS = {"accuracy": 0.95, "fd_over_unconditional": 1.5, "inpaint_accuracy": 0.90}
 
 
-TRAINING = {
-    "model.dropout": 0.1,
-    "training.n_iters": 4500,
-    "training.lr": 1e-3,
-    "training.lr_schedule": "constant",
-}
-"""How both score networks are trained (``configs/digits/vp_cond.py``'s; ``vp.py`` is set to it)."""
+TRAINED_LIKE_COND = ("model.dropout", "training.n_iters", "training.lr", "training.lr_schedule")
+"""The fields ``vp.py`` takes from ``configs/digits/vp_cond.py``, so that both score networks are
+trained alike (:data:`TRAINING`)."""
+
+
+def _cond_training() -> dict[str, object]:
+    cond = load_config_file(REPOSITORY_CONFIGS / "digits" / "vp_cond.py")
+    return {field: cond[field.split(".")[0]][field.split(".")[1]] for field in TRAINED_LIKE_COND}
+
+
+TRAINING = _cond_training()
+"""How both score networks are trained: ``configs/digits/vp_cond.py``'s settings of
+:data:`TRAINED_LIKE_COND` (4,500 updates at a constant rate of 1e-3, dropout 0.1)."""
 
 QUICK = {"training.n_iters": 20, "classifier.n_iters": 20, "sampling.num_steps": 5}
 """``--quick``: a smoke run of every stage (the numbers mean nothing)."""
